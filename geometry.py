@@ -1,0 +1,264 @@
+"""
+κ-stereographic geometry: the math every curved part of kappaGPT uses.
+
+One model covers all three constant-curvature geometries with one formula set:
+κ < 0 is the Poincaré ball of radius 1/√|κ| (hyperbolic), κ = 0 is R^d with metric 4·I (Euclidean),
+κ > 0 is the stereographic projection of a sphere of radius 1/√κ. References: Ganea et al. 2018
+(Hyperbolic Neural Networks), Bachmann, Bécigneul & Ganea 2020 (κ-GCN, the unified model).
+
+Conventions for every function here:
+- `k` is a tensor that broadcasts against `x[..., :1]` (e.g. [n_head, 1, 1] against [B, n_head, T, hs]).
+  It may have either sign and may cross 0: every function is smooth through κ = 0, where it equals
+  its Euclidean counterpart. It is never turned into a Python number, so torch.compile builds one graph
+  for all values of κ.
+- Inputs in float16/bfloat16 are upcast and the math runs in float32 (float64 stays float64) with
+  autocast switched off, so the results are float32/float64 even inside a bf16 autocast region: the
+  tan/artanh near the boundary and the cancellations in ⊕ are not representable in 8-bit mantissas.
+- No division by a norm that can be zero: every "f(‖u‖) u/‖u‖" is written as "g(κ‖u‖²) u" with g even
+  and analytic, so gradients are finite at u = 0.
+
+The central trick: tan_κ(r) = r·T(κr²) and artan_κ(r) = r·A(κr²), with
+    T(z) = tan(√z)/√z  (z > 0),  tanh(√-z)/√-z  (z < 0),  T(0) = 1
+    A(z) = atan(√z)/√z (z > 0),  artanh(√-z)/√-z (z < 0), A(0) = 1.
+T and A are evaluated by a Taylor polynomial for |z| < _SERIES_Z and by the closed form elsewhere. Each
+branch is evaluated on an argument clamped into its own region (the series never sees a large z, the
+closed form never a small one), so the branch `torch.where` does not select cannot put NaN/Inf into the
+backward pass (0 · ∞ = NaN there). Switching branches on sign(κ) and dividing by √|κ|
+(the usual approach) loses ∂/∂κ to cancellation for |κ| ≲ 1e-4 in float32; this formulation does not.
+"""
+import functools
+import math
+
+import torch
+
+# |z| below which T and A use their Taylor polynomials. At |z| = 0.1 the dropped terms are < 1e-9
+# (relative), and the closed forms above it lose at most ~15x float eps in their derivative.
+_SERIES_Z = 0.1
+# Coefficients of tan(x)/x and atan(x)/x in powers of z = x² (tanh/artanh follow with z < 0).
+_T_COEFFS = (1.0, 1 / 3, 2 / 15, 17 / 315, 62 / 2835, 1382 / 155925, 21844 / 6081075, 929569 / 638512875)
+_A_COEFFS = (1.0, -1 / 3, 1 / 5, -1 / 7, 1 / 9, -1 / 11, 1 / 13, -1 / 15)
+# κ > 0: tan has a pole at √κ r = π/2 (the antipode of the origin, the point at infinity of the
+# projection). tan_κ saturates at this angle, so √κ‖x‖ never exceeds tan(_MAX_ANGLE) ≈ 100.
+_MAX_ANGLE = math.pi / 2 - 1e-2
+_SPHERE_MAX_NORM = math.tan(_MAX_ANGLE)
+# κ < 0: projection keeps √|κ|‖x‖ ≤ 1 − eps. In float32, 1 − 1e-5 rounds so close to 1 that λ_x and
+# artanh blow up; 4e-3 keeps artanh ≤ 3.1 and λ_x ≤ 125.
+PROJECT_EPS = {torch.float32: 4e-3, torch.float64: 1e-5}
+# κ < 0: artanh's argument is clamped to √(1 − eps) for points that ⊕ pushed past the projected radius.
+_ARTANH_EPS = {torch.float32: 1e-6, torch.float64: 1e-12}
+# Lower bound for denominators (1 + κ‖x‖², ⊕'s denominator, the midpoint's Σw(λ−1)), which vanish only at
+# the κ < 0 boundary or for antipodal points when κ > 0.
+_DEN_EPS = {torch.float32: 1e-12, torch.float64: 1e-30}
+
+
+def _float32_math(fn):
+    """Run `fn` in float32 (float64 kept) with autocast off; see the module docstring for why."""
+
+    @functools.wraps(fn)
+    def wrapper(*args):
+        device_type = next(a.device.type for a in args if torch.is_tensor(a))
+        args = [a.float() if torch.is_tensor(a) and a.dtype in (torch.float16, torch.bfloat16) else a for a in args]
+        with torch.autocast(device_type=device_type, enabled=False):
+            return fn(*args)
+
+    return wrapper
+
+
+def _sqnorm(x):
+    return (x * x).sum(dim=-1, keepdim=True)
+
+
+def _safe_sqrt(s):
+    """√s with a zero gradient (not ∞·0 = NaN) at s = 0; s is clamped to the dtype's smallest normal."""
+    return s.clamp_min(torch.finfo(s.dtype).tiny).sqrt()
+
+
+def _horner(z, coeffs):
+    out = torch.full_like(z, coeffs[-1])
+    for c in reversed(coeffs[:-1]):
+        out = out * z + c
+    return out
+
+
+def _T(z):
+    """T(z) = tan(√z)/√z for z > 0, tanh(√-z)/√-z for z < 0, 1 at z = 0; so tan_κ(r) = r·T(κr²).
+
+    Clamp: for z > 0, √z is capped at _MAX_ANGLE (π/2 − 0.01) to stay off tan's pole; past it tan_κ
+    saturates (zero gradient) instead of wrapping around to the far side of the sphere.
+    """
+    small = z.abs() < _SERIES_Z
+    # Each branch sees only arguments it is valid for, so the unselected one is finite in backward too.
+    zs = torch.where(small, z, torch.zeros_like(z))
+    zc = torch.where(small, torch.full_like(z, _SERIES_Z), z)
+    s = zc.abs().sqrt()
+    pos = torch.tan(s.clamp_max(_MAX_ANGLE)) / s
+    neg = torch.tanh(s) / s
+    return torch.where(small, _horner(zs, _T_COEFFS), torch.where(zc > 0, pos, neg))
+
+
+def _A(z):
+    """A(z) = atan(√z)/√z for z > 0, artanh(√-z)/√-z for z < 0, 1 at z = 0; so artan_κ(r) = r·A(κr²).
+
+    Clamp: for z < 0, −z is capped at 1 − _ARTANH_EPS (artanh(1) = ∞): a point ⊕ put on or past the
+    κ < 0 boundary reads as lying just inside it.
+    """
+    small = z.abs() < _SERIES_Z
+    zs = torch.where(small, z, torch.zeros_like(z))
+    zc = torch.where(small, torch.full_like(z, _SERIES_Z), z)
+    s = zc.abs().sqrt()
+    pos = torch.atan(s) / s
+    neg = torch.atanh(s.clamp_max(math.sqrt(1.0 - _ARTANH_EPS[z.dtype]))) / s
+    return torch.where(small, _horner(zs, _A_COEFFS), torch.where(zc > 0, pos, neg))
+
+
+@_float32_math
+def tan_k(r, k):
+    """tan_κ(r) = tan(√κ r)/√κ (κ > 0), tanh(√|κ| r)/√|κ| (κ < 0), r (κ = 0); computed as r·T(κr²).
+    Saturates at √κ r = π/2 − 0.01 for κ > 0 (see _T)."""
+    return r * _T(k * r * r)
+
+
+@_float32_math
+def artan_k(r, k):
+    """artan_κ(r) = atan(√κ r)/√κ (κ > 0), artanh(√|κ| r)/√|κ| (κ < 0), r (κ = 0); computed as r·A(κr²).
+    For κ < 0, √|κ| r is clamped to just below 1 (see _A)."""
+    return r * _A(k * r * r)
+
+
+@_float32_math
+def lambda_x(x, k):
+    """Conformal factor λ_x = 2 / (1 + κ‖x‖²), shape [..., 1].
+    Clamp: the denominator is kept ≥ 1e-12 (float32), which only matters on or past the κ < 0 boundary."""
+    return 2.0 / (1.0 + k * _sqnorm(x)).clamp_min(_DEN_EPS[x.dtype])
+
+
+@_float32_math
+def mobius_add(x, y, k):
+    """Möbius addition x ⊕ y = [(1 − 2κ⟨x,y⟩ − κ‖y‖²) x + (1 + κ‖x‖²) y] / (1 − 2κ⟨x,y⟩ + κ²‖x‖²‖y‖²).
+
+    Not commutative; x ⊕ 0 = x, 0 ⊕ y = y, (−x) ⊕ (x ⊕ y) = y; at κ = 0 it is x + y.
+    Clamp: the denominator, which is ≥ (1 − |κ|‖x‖‖y‖)² > 0 inside the κ < 0 ball and vanishes for
+    κ > 0 only when y is the antipode of −x, is kept ≥ 1e-12 (float32).
+    """
+    x2, y2 = _sqnorm(x), _sqnorm(y)
+    xy = (x * y).sum(dim=-1, keepdim=True)
+    num = (1 - 2 * k * xy - k * y2) * x + (1 + k * x2) * y
+    den = 1 - 2 * k * xy + k * k * x2 * y2
+    return num / den.clamp_min(_DEN_EPS[x.dtype])
+
+
+@_float32_math
+def mobius_scalar_mul(r, x, k):
+    """Möbius scalar multiplication r ⊗ x = tan_κ(r · artan_κ(‖x‖)) x/‖x‖ (0 at x = 0).
+
+    Written without dividing by ‖x‖: with a = r‖x‖A(κ‖x‖²), tan_κ(a)/‖x‖ = r·A(κ‖x‖²)·T(κa²).
+    `r` is a tensor or number broadcasting against x[..., :1]. Clamps: those of T and A.
+    """
+    x2 = _sqnorm(x)
+    ra = r * _A(k * x2)
+    return ra * _T(k * ra * ra * x2) * x
+
+
+@_float32_math
+def expmap0(u, k):
+    """Exponential map at the origin: expmap0(u) = tan_κ(‖u‖) u/‖u‖ = T(κ‖u‖²) u.
+    Clamp: for κ > 0 the image saturates at √κ‖y‖ = tan(π/2 − 0.01) (see _T). For κ < 0 the exact image
+    lies inside the ball, but tanh rounds to 1 for √|κ|‖u‖ ≳ 9 in float32, so pass the result to
+    `project` before using it as a point."""
+    return _T(k * _sqnorm(u)) * u
+
+
+@_float32_math
+def logmap0(y, k):
+    """Logarithmic map at the origin: logmap0(y) = artan_κ(‖y‖) y/‖y‖ = A(κ‖y‖²) y (inverse of expmap0).
+    Clamp: for κ < 0, √|κ|‖y‖ is read as at most √(1 − 1e-6) (see _A)."""
+    return _A(k * _sqnorm(y)) * y
+
+
+@_float32_math
+def expmap(x, u, k):
+    """Exponential map at x: expmap_x(u) = x ⊕ tan_κ(λ_x‖u‖/2) u/‖u‖ = x ⊕ (T(κλ_x²‖u‖²/4) λ_x/2 · u).
+    Clamps: those of λ_x, ⊕ and T."""
+    half_lam = lambda_x(x, k) / 2
+    v = half_lam * u
+    return mobius_add(x, _T(k * _sqnorm(v)) * v, k)
+
+
+@_float32_math
+def logmap(x, y, k):
+    """Logarithmic map at x: logmap_x(y) = (2/λ_x) artan_κ(‖w‖) w/‖w‖ = (2/λ_x) A(κ‖w‖²) w, w = (−x) ⊕ y.
+    Inverse of expmap_x. Clamps: those of λ_x, ⊕ and A."""
+    w = mobius_add(-x, y, k)
+    return (2 / lambda_x(x, k)) * _A(k * _sqnorm(w)) * w
+
+
+@_float32_math
+def dist(x, y, k):
+    """Geodesic distance d_κ(x, y) = 2 artan_κ(‖(−x) ⊕ y‖), shape [..., 1]; at κ = 0 it is 2‖x − y‖
+    (the metric of this model is 4·I at κ = 0). ‖·‖ uses a clamped √ so the gradient at x = y is 0, not NaN."""
+    w2 = _sqnorm(mobius_add(-x, y, k))
+    return 2 * _safe_sqrt(w2) * _A(k * w2)
+
+
+@_float32_math
+def pairwise_dist(x, y, k):
+    """All distances d_κ(x_i, y_j): x [..., N, D], y [..., M, D] → [..., N, M].
+
+    Uses ‖(−x) ⊕ y‖² = ‖x − y‖² / (1 + 2κ⟨x,y⟩ + κ²‖x‖²‖y‖²), so the cost is one matmul plus norms and no
+    [..., N, M, D] tensor is formed. Clamps: ‖x − y‖² = ‖x‖² + ‖y‖² − 2⟨x,y⟩ is clamped at 0 (rounding can
+    make it slightly negative), the denominator as in ⊕. For nearly equal points the matmul form has an
+    absolute error of about eps·‖x‖², unlike `dist`, which is exact there.
+    """
+    xy = x @ y.transpose(-1, -2)
+    x2 = _sqnorm(x)
+    y2 = _sqnorm(y).transpose(-1, -2)
+    diff2 = (x2 + y2 - 2 * xy).clamp_min(0)
+    den = (1 + 2 * k * xy + k * k * x2 * y2).clamp_min(_DEN_EPS[x.dtype])
+    w2 = diff2 / den
+    return 2 * _safe_sqrt(w2) * _A(k * w2)
+
+
+@_float32_math
+def gyromidpoint(x, w, k):
+    """Weighted gyromidpoint of points x [..., N, D] with weights w [..., M, N] (rows summing to 1) → [..., M, D].
+
+    m = Σ_i w_i λ_i x_i / Σ_i w_i (λ_i − 1), midpoint = ½ ⊗ m = m / (1 + √(1 + κ‖m‖²)); two matmuls.
+    It is the Einstein midpoint of the Klein model (and the Lorentz centroid) carried to this model; at
+    κ = 0 it is the weighted mean Σ w_i x_i. Clamps: Σ w(λ − 1) is ≥ 1 for κ ≤ 0 but for κ > 0 it is
+    positive only while the points lie in a common hemisphere; it is kept ≥ 1e-12 (float32), which sends
+    the midpoint of points spread over more than a hemisphere to the equator instead of to NaN.
+    1 + κ‖m‖² is kept ≥ 0 (it is ≥ 0 in exact arithmetic).
+    """
+    lam = lambda_x(x, k)
+    num = w @ (lam * x)
+    den = (w @ (lam - 1)).clamp_min(_DEN_EPS[x.dtype])
+    m = num / den
+    return m / (1 + (1 + k * _sqnorm(m)).clamp_min(0).sqrt())
+
+
+@_float32_math
+def project(x, k):
+    """Pull points back into the region where the math above is well conditioned.
+
+    κ < 0: rescale x to norm (1 − eps)/√|κ| when √|κ|‖x‖ > 1 − eps (eps = PROJECT_EPS: 4e-3 float32,
+    1e-5 float64); the ball's boundary is at infinite distance and λ_x, artanh blow up there.
+    κ > 0: rescale to norm tan(π/2 − 0.01)/√κ ≈ 100/√κ when larger, i.e. keep points at least 0.01 rad
+    (geodesic angle) from the antipode of the origin, where ⊕ and logmap0 have poles.
+    κ = 0: identity. Everything is computed from z = κ‖x‖², so it is smooth and finite at κ = 0.
+    """
+    z = k * _sqnorm(x)
+    r_neg = 1.0 - PROJECT_EPS[x.dtype]
+    too_far_neg = z < -(r_neg**2)
+    too_far_pos = z > _SPHERE_MAX_NORM**2
+    # Substitute a harmless z where no rescaling happens, so the √ and division never see 0.
+    za = torch.where(too_far_neg | too_far_pos, z.abs(), torch.ones_like(z))
+    scale = torch.where(too_far_neg, r_neg / za.sqrt(), torch.where(too_far_pos, _SPHERE_MAX_NORM / za.sqrt(), 1.0))
+    return scale * x
+
+
+@_float32_math
+def clamped_fraction(x, k):
+    """Fraction of points (over all leading dims and broadcast κ) that `project` would rescale; a health metric."""
+    z = k * _sqnorm(x)
+    r_neg = 1.0 - PROJECT_EPS[x.dtype]
+    return ((z < -(r_neg**2)) | (z > _SPHERE_MAX_NORM**2)).float().mean()
