@@ -1,0 +1,325 @@
+"""
+kappaGPT model: nanoGPT's GPT whose residual stream lives in learnable-curvature κ-stereographic space.
+
+The residual stream of width n_embd is split into n_head slices of head_size; slice h of block l is a
+point of the κ_{l,h}-stereographic space (the stream is a point of a product of per-head spaces). One
+curved block, with p_t the reference point (token t−1's point at the block's input, the origin for t=0):
+
+    x   = project(expmap0_κ(v))                  # read the stream into this block's κ-space
+    u   = logmap0_κ((−p) ⊕ x)                    # x seen from p, as a tangent vector in the origin frame
+    f   = Attn(LN(u))   then   x ← x ⊕ (p ⊕ expmap0(f))          residual='mobius'
+                                or x ← p ⊕ expmap0(u + f)         residual='tangent'
+    (the same again with the MLP, reference point unchanged)
+    v'  = logmap0_κ(x)                           # hand the stream to the next block
+
+Why origin-frame maps: the true maps at p satisfy (λ_p/2)·logmap_p(y) = logmap0((−p) ⊕ y) and
+expmap_p((2/λ_p)·w) = p ⊕ expmap0(w). Using the right-hand sides puts every token's tangent vector in one
+common frame (the origin's, up to a per-token factor λ_p/2 that LayerNorm removes anyway), which matters
+because attention adds up vectors from different tokens: vectors in different tangent spaces cannot be
+added without parallel transport.
+
+Why the stream travels between blocks as logmap0: blocks have different κ, so a point of κ_l-space is not
+a point of κ_{l+1}-space. Crossing through the origin's tangent space, expmap0_{κ_{l+1}}(logmap0_{κ_l}(x)),
+is the one map that keeps distances to the origin and directions and reduces to the identity when the two
+curvatures agree.
+
+At κ ≡ 0 (curvature='zero') every map is the identity and ⊕ is +, so the block becomes
+    u = x − x_{t−1},  x ← x + x_{t−1} + f  (mobius + prev_token: a token-shift model, not nanoGPT)
+    u = x − x_{t−1},  x ← x + f            (tangent + prev_token)
+    u = x,            x ← x + f            (mobius + origin: exactly nanoGPT)
+which is what lets the ablations separate "curvature helps" from "mixing in the previous token helps".
+"""
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import geometry as geo
+
+CURVATURES = ("euclidean", "zero", "hyperbolic", "spherical", "free", "fixed")
+REFERENCES = ("prev_token", "origin")
+RESIDUALS = ("mobius", "tangent")
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304  # GPT-2's 50257 padded up to a multiple of 64
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True  # biases in Linears and LayerNorms, like GPT-2
+    curvature: str = "hyperbolic"  # one of CURVATURES; 'euclidean' is the plain nanoGPT code path
+    curvature_init: float = -0.05  # κ at init (learnable modes) or always ('fixed')
+    curvature_per_head: bool = True  # one κ per head per block (else one per block)
+    curvature_shared: bool = False  # one set of κ tied across all blocks
+    reference: str = "prev_token"  # one of REFERENCES: the tangent point of token t
+    residual: str = "mobius"  # one of RESIDUALS: how a sublayer's output joins the stream
+
+    def __post_init__(self):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name, allowed in (("curvature", CURVATURES), ("reference", REFERENCES), ("residual", RESIDUALS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
+        if self.curvature == "hyperbolic" and not self.curvature_init < 0:
+            raise ValueError(f"curvature='hyperbolic' needs curvature_init < 0, got {self.curvature_init}")
+        if self.curvature == "spherical" and not self.curvature_init > 0:
+            raise ValueError(f"curvature='spherical' needs curvature_init > 0, got {self.curvature_init}")
+        if self.curvature != "euclidean" and self.reference == "origin" and self.residual == "tangent":
+            # x ← expmap0(logmap0(x) + f): in tangent coordinates this is v ← v + f, exactly the Euclidean
+            # model whatever κ is, so a "curved" run would silently be a Euclidean one.
+            raise ValueError(
+                "reference='origin' with residual='tangent' makes curvature a no-op (the stream is v ← v + f "
+                "in the origin's tangent space); use residual='mobius' or reference='prev_token'"
+            )
+
+    @property
+    def head_size(self):
+        return self.n_embd // self.n_head
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
+
+    def __init__(self, ndim, bias):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
+
+
+class Curvature(nn.Module):
+    """The curvatures of one block (or of all blocks when shared): κ of shape [n_head or 1, 1].
+
+    hyperbolic: κ = −softplus(raw) < 0; spherical: κ = softplus(raw) > 0; free: κ = raw (may cross 0);
+    fixed: κ = curvature_init (a buffer); zero: κ = 0 (a buffer). The shape [H, 1] broadcasts against the
+    stream viewed as [B, T, H, head_size], so no transpose is needed.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.mode = config.curvature
+        n = config.n_head if config.curvature_per_head else 1
+        c = float(config.curvature_init)
+        if self.mode in ("hyperbolic", "spherical"):
+            raw = math.log(math.expm1(abs(c)))  # inverse softplus
+            self.raw = nn.Parameter(torch.full((n, 1), raw))
+        elif self.mode == "free":
+            self.raw = nn.Parameter(torch.full((n, 1), c))
+        else:
+            self.register_buffer("raw", torch.full((n, 1), c if self.mode == "fixed" else 0.0))
+
+    def forward(self):
+        if self.mode == "hyperbolic":
+            return -F.softplus(self.raw)
+        if self.mode == "spherical":
+            return F.softplus(self.raw)
+        return self.raw
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+
+    def forward(self, x):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        dropout = self.attn_dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+        self.n_head = config.n_head
+        self.reference = config.reference
+        self.residual = config.residual
+
+    def forward(self, v, k=None, stats=None):
+        """v: the stream [B, T, C] in the origin's tangent coordinates; k: κ [H or 1, 1], None for Euclidean."""
+        if k is None:  # the plain nanoGPT block
+            v = v + self.attn(self.ln_1(v))
+            return v + self.mlp(self.ln_2(v))
+        B, T, C = v.shape
+        clamped = []  # fraction of points each projection moved, for the health metrics
+        x = self._project(geo.expmap0(v.view(B, T, self.n_head, C // self.n_head), k), k, clamped, stats)
+        if self.reference == "prev_token":
+            p = F.pad(x[:, :-1], (0, 0, 0, 0, 1, 0))  # token t−1's point; the origin for t = 0
+        else:
+            p = torch.zeros_like(x)
+        for ln, sublayer in ((self.ln_1, self.attn), (self.ln_2, self.mlp)):
+            u = geo.logmap0(geo.mobius_add(-p, x, k), k)
+            f = sublayer(ln(u.view(B, T, C))).view_as(u)
+            if self.residual == "mobius":
+                x = geo.mobius_add(x, geo.mobius_add(p, geo.expmap0(f, k), k), k)
+            else:
+                x = geo.mobius_add(p, geo.expmap0(u + f, k), k)
+            x = self._project(x, k, clamped, stats)
+        if stats is not None:
+            with torch.no_grad():
+                radius = (k.abs().sqrt() * x.norm(dim=-1, keepdim=True)).mean()
+            stats.append({"clamped": torch.stack(clamped).mean().item(), "radius": radius.item()})
+        return geo.logmap0(x, k).view(B, T, C)
+
+    @staticmethod
+    def _project(x, k, clamped, stats):
+        if stats is not None:
+            clamped.append(geo.clamped_fraction(x.detach(), k))
+        return geo.project(x, k)
+
+
+class GPT(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        if config.curvature == "euclidean":
+            self.curvature = None
+        else:
+            n = 1 if config.curvature_shared else config.n_layer
+            self.curvature = nn.ModuleList([Curvature(config) for _ in range(n)])
+        self.apply(self._init_weights)
+        for pn, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+            if pn.endswith("c_proj.weight"):
+                torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def get_num_params(self, non_embedding=True):
+        n_params = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n_params -= self.transformer.wpe.weight.numel()
+        return n_params
+
+    def kappas(self):
+        """κ of every block and head as a [n_layer, n_head or 1] float32 tensor (zeros for 'euclidean')."""
+        if self.curvature is None:
+            return torch.zeros(self.config.n_layer, 1)
+        ks = [c() for c in self.curvature]
+        if len(ks) == 1:
+            ks = ks * self.config.n_layer
+        return torch.stack(ks).squeeze(-1)
+
+    def forward(self, idx, targets=None, stats=None):
+        """Logits [B, T, V] (only the last position when targets is None) and the loss.
+        `stats`, a list, collects each curved block's geometry health (used for logging, not training)."""
+        B, T = idx.size()
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
+        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
+        v = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        if self.curvature is None:
+            for block in self.transformer.h:
+                v = block(v)
+        else:
+            v = v.float()  # the stream stays float32 under autocast: geometry needs the precision
+            shared = len(self.curvature) == 1
+            for i, block in enumerate(self.transformer.h):
+                v = block(v, self.curvature[0 if shared else i](), stats)
+        x = self.transformer.ln_f(v)
+        if targets is not None:
+            logits = self.lm_head(x)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+        else:
+            logits = self.lm_head(x[:, [-1], :])  # only the last position is needed to sample
+            loss = None
+        return logits, loss
+
+    def crop_block_size(self, block_size):
+        """Shrink the context (e.g. to finetune or sample a model trained with a longer one)."""
+        if block_size > self.config.block_size:
+            raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, curvature_lr_mult=1.0):
+        """AdamW; decay on ≥2-D weights only; curvature in its own group (no decay, lr × curvature_lr_mult).
+        Each group carries 'lr_mult', which the training loop's schedule multiplies in."""
+        curv = {id(p) for p in (self.curvature.parameters() if self.curvature is not None else [])}
+        params = [p for p in self.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2 and id(p) not in curv]
+        nodecay = [p for p in params if p.dim() < 2 and id(p) not in curv]
+        groups = [
+            {"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
+            {"params": nodecay, "weight_decay": 0.0, "lr_mult": 1.0},
+        ]
+        curv_params = [p for p in params if id(p) in curv]
+        if curv_params:
+            groups.append({"params": curv_params, "weight_decay": 0.0, "lr_mult": curvature_lr_mult})
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+
+    def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
+        """Model FLOPs utilisation from the PaLM formula (6N + 12·L·H·Q·T per token). The geometry ops are
+        elementwise, O(T·C) per block, and not counted, so curved and Euclidean runs share one yardstick."""
+        N = self.get_num_params()
+        cfg = self.config
+        L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.head_size, cfg.block_size
+        flops_per_iter = (6 * N + 12 * L * H * Q * T) * T * fwdbwd_per_iter
+        return flops_per_iter / dt / peak_flops
+
+    @torch.no_grad()
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
+        """Sample max_new_tokens tokens after idx [B, T], feeding predictions back in (window of block_size)."""
+        for _ in range(max_new_tokens):
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size :]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :].float() / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("Inf")
+            probs = F.softmax(logits, dim=-1)
+            idx_next = torch.multinomial(probs, num_samples=1, generator=generator)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
