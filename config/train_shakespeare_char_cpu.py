@@ -1,0 +1,27 @@
+# A curved 4-layer character model that trains on 2 CPU cores in a few minutes (the train.py defaults).
+out_dir = "out-shakespeare-char-cpu"
+wandb_run_name = "shakespeare-char-cpu"
+dataset = "shakespeare_char"
+eval_interval = 250
+eval_iters = 20
+log_interval = 25
+batch_size = 12
+block_size = 64
+gradient_accumulation_steps = 1
+n_layer = 4
+n_head = 4
+n_embd = 128
+dropout = 0.0
+bias = False
+curvature = "hyperbolic"
+curvature_init = -0.05
+reference = "prev_token"
+residual = "mobius"
+learning_rate = 2e-3
+max_iters = 2000
+lr_decay_iters = 2000
+min_lr = 2e-4
+warmup_iters = 100
+beta2 = 0.99
+device = "cpu"
+compile = False

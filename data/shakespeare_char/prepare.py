@@ -1,0 +1,74 @@
+"""
+Shakespeare-char: the tiny Shakespeare corpus as characters, for fast experiments.
+
+    python data/shakespeare_char/prepare.py                 # downloads input.txt (1.1 MB)
+    python data/shakespeare_char/prepare.py --input PATH    # uses a local copy instead (offline)
+
+Writes train.bin / val.bin (uint16 token ids, first 90% / last 10% of the text) and meta.pkl
+(vocab_size, stoi, itos) next to this file, or in --out_dir.
+"""
+import argparse
+import os
+import pickle
+import sys
+import urllib.request
+
+import numpy as np
+
+URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+
+
+def write_atomic(path, write):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def prepare(text, out_dir, val_fraction=0.1):
+    if len(text) < 100:
+        raise ValueError(f"the corpus has only {len(text)} characters; that is too small to split")
+    chars = sorted(set(text))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    itos = {i: ch for i, ch in enumerate(chars)}
+    n = len(text)
+    split = int(n * (1 - val_fraction))
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    os.makedirs(out_dir, exist_ok=True)
+    write_atomic(os.path.join(out_dir, "train.bin"), lambda f: ids[:split].tofile(f))
+    write_atomic(os.path.join(out_dir, "val.bin"), lambda f: ids[split:].tofile(f))
+    meta = {"vocab_size": len(chars), "itos": itos, "stoi": stoi}
+    write_atomic(os.path.join(out_dir, "meta.pkl"), lambda f: pickle.dump(meta, f))
+    return meta, split, n - split
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", help="a local input.txt instead of downloading")
+    parser.add_argument("--out_dir", default=here, help="where to write train.bin, val.bin, meta.pkl")
+    args = parser.parse_args(argv)
+    if args.input:
+        if not os.path.isfile(args.input):
+            sys.exit(f"error: --input {args.input} does not exist")
+        path = args.input
+    else:
+        path = os.path.join(args.out_dir, "input.txt")
+        if not os.path.exists(path):
+            print(f"downloading {URL}")
+            try:
+                with urllib.request.urlopen(URL, timeout=60) as r:
+                    data = r.read()
+            except OSError as e:
+                sys.exit(f"error: download failed ({e}); pass a local copy with --input PATH")
+            os.makedirs(args.out_dir, exist_ok=True)
+            write_atomic(path, lambda f: f.write(data))
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    meta, n_train, n_val = prepare(text, args.out_dir)
+    print(f"{len(text):,} characters, vocab size {meta['vocab_size']}: "
+          f"train {n_train:,} tokens, val {n_val:,} tokens -> {args.out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""
+Sample from a trained kappaGPT checkpoint.
+
+    python sample.py --out_dir=out-shakespeare-char-cpu
+    python sample.py --out_dir=out --start="ROMEO:" --num_samples=3 --max_new_tokens=200
+    python sample.py --out_dir=out --start=FILE:prompt.txt
+
+Character-level checkpoints carry their vocabulary; other checkpoints decode with tiktoken's GPT-2 BPE.
+"""
+import os
+import sys
+from contextlib import nullcontext
+
+import torch
+
+from configurator import ConfigError, configure
+from model import GPT, GPTConfig
+from train import TrainError, load_checkpoint
+
+# ----------------------------------------------------------------------------- defaults
+out_dir = "out-shakespeare-char-cpu"
+start = "\n"  # the prompt, or FILE:path to read it from a file
+num_samples = 3
+max_new_tokens = 500
+temperature = 0.8  # < 1 sharpens, > 1 flattens the distribution
+top_k = 200  # keep only the top_k most likely tokens; 0 keeps all
+seed = 1337
+device = "auto"
+dtype = "auto"
+# -----------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and type(v) in (bool, int, float, str)}
+
+
+class Codec:
+    """Text ↔ token ids: the checkpoint's character vocabulary, or GPT-2 BPE."""
+
+    def __init__(self, meta):
+        if meta is not None:
+            self.stoi, self.itos = meta["stoi"], meta["itos"]
+            self.kind = "char"
+        else:
+            import tiktoken
+
+            self.enc = tiktoken.get_encoding("gpt2")
+            self.kind = "gpt2"
+
+    def encode(self, text):
+        if self.kind == "gpt2":
+            return self.enc.encode(text, allowed_special={"<|endoftext|>"})
+        unknown = sorted({c for c in text if c not in self.stoi})
+        if unknown:
+            shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:10])
+            raise ValueError(f"the prompt has characters outside the model's {len(self.stoi)}-character "
+                             f"vocabulary: {shown}")
+        return [self.stoi[c] for c in text]
+
+    def decode(self, ids):
+        if self.kind == "gpt2":
+            return self.enc.decode(ids)
+        return "".join(self.itos[i] for i in ids)
+
+
+def read_prompt(start_value):
+    if start_value.startswith("FILE:"):
+        path = start_value[5:]
+        if not os.path.isfile(path):
+            raise ValueError(f"prompt file not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    return start_value
+
+
+def sample(cfg):
+    """Return the list of generated texts (prompt included) for the config dict `cfg`."""
+    for key in ("num_samples", "max_new_tokens"):
+        if cfg[key] <= 0:
+            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
+    if cfg["temperature"] <= 0:
+        raise ConfigError(f"temperature must be positive, got {cfg['temperature']}")
+    dev = cfg["device"] if cfg["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    device_type = "cuda" if dev.startswith("cuda") else "cpu"
+    dtype = cfg["dtype"]
+    if dtype == "auto":
+        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+
+    ckpt = load_checkpoint(os.path.join(cfg["out_dir"], "ckpt.pt"), map_location=dev)
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    model.eval().to(dev)
+    codec = Codec(ckpt.get("meta"))
+    prompt = read_prompt(cfg["start"])
+    ids = codec.encode(prompt)
+    if not ids:
+        raise ValueError("the prompt is empty; give at least one character or token with --start")
+    x = torch.tensor(ids, dtype=torch.long, device=dev)[None, :]
+    gen = torch.Generator(device=dev).manual_seed(cfg["seed"])
+    outs = []
+    with ctx:
+        for _ in range(cfg["num_samples"]):
+            y = model.generate(x, cfg["max_new_tokens"], temperature=cfg["temperature"],
+                               top_k=cfg["top_k"] or None, generator=gen)
+            outs.append(codec.decode(y[0].tolist()))
+    return outs
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = configure(DEFAULTS, argv)
+        texts = sample(cfg)
+    except (ConfigError, TrainError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    for t in texts:
+        print(t)
+        print("---------------")
+
+
+if __name__ == "__main__":
+    main()

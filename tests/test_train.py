@@ -1,0 +1,243 @@
+"""configurator.py, train.py, sample.py and the Shakespeare-char prepare script, end to end on a tiny corpus."""
+import functools
+import json
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import sample
+import train
+from configurator import ConfigError, configure
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "data", "shakespeare_char"))
+import prepare as char_prepare  # noqa: E402
+
+CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+          "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 30
+
+
+@pytest.fixture(scope="module")
+def char_data(tmp_path_factory):
+    d = tmp_path_factory.mktemp("char")
+    src = d / "input.txt"
+    src.write_text(CORPUS)
+    subprocess.run([sys.executable, os.path.join(ROOT, "data/shakespeare_char/prepare.py"), "--input", str(src),
+                    "--out_dir", str(d)], check=True, capture_output=True)
+    return d
+
+
+def tiny_args(data_dir, out_dir, **over):
+    args = dict(data_dir=str(data_dir), out_dir=str(out_dir), n_layer=2, n_head=2, n_embd=32, block_size=32,
+                batch_size=4, max_iters=20, eval_interval=10, eval_iters=2, log_interval=5, warmup_iters=5,
+                lr_decay_iters=40, learning_rate=3e-3, dropout=0.1, device="cpu")
+    args.update(over)
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+# ----------------------------------------------------------------------------- configurator
+
+DEFAULTS = {"lr": 1e-3, "steps": 10, "name": "run", "flag": False}
+
+
+def write(tmp_path, text, name="cfg.py"):
+    p = tmp_path / name
+    p.write_text(text)
+    return str(p)
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = write(tmp_path, "import math\nsteps = 20\n_scratch = 3\nlr = steps * 1e-4\n")
+    cfg = configure(DEFAULTS, [path, "--name=with=equals", "--flag=True", "--lr=2", "--steps=5"])
+    assert cfg == {"lr": 2.0, "steps": 5, "name": "with=equals", "flag": True}
+    assert isinstance(cfg["lr"], float)  # an int is accepted for a float and stored as float
+    assert configure(DEFAULTS, ["--name='quoted'"])["name"] == "quoted"
+    assert DEFAULTS["steps"] == 10  # defaults untouched
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--stepz=3"], "unknown config key 'stepz' in command line"),
+    (["--lr=fast"], "config key 'lr' in command line must be float, got str 'fast'"),
+    (["--steps=2.5"], "config key 'steps' in command line must be int, got float 2.5"),
+    (["--flag=1"], "config key 'flag' in command line must be bool, got int 1"),
+    (["--steps"], "override '--steps' must look like --key=value"),
+    (["missing.py"], "config file not found: missing.py"),
+])
+def test_config_errors_on_the_command_line(argv, message):
+    with pytest.raises(ConfigError) as e:
+        configure(DEFAULTS, argv)
+    assert str(e.value) == message
+
+
+def test_config_errors_in_a_file(tmp_path):
+    path = write(tmp_path, "steps = 3\nlearning_rate = 0.1\n")
+    with pytest.raises(ConfigError) as e:
+        configure(DEFAULTS, [path])
+    assert str(e.value) == f"unknown config key 'learning_rate' in config file {path}"
+    path = write(tmp_path, "steps = '3'\n", "typed.py")
+    with pytest.raises(ConfigError) as e:
+        configure(DEFAULTS, [path])
+    assert str(e.value) == f"config key 'steps' in config file {path} must be int, got str '3'"
+    path = write(tmp_path, "steps = 1 / 0\n", "broken.py")
+    with pytest.raises(ConfigError, match="error while executing config file .*ZeroDivisionError"):
+        configure(DEFAULTS, [path])
+
+
+def test_shipped_configs_load_and_euclid_twins_differ_only_in_curvature():
+    for curved, euclid in [("train_shakespeare_char.py", "train_shakespeare_char_euclid.py"),
+                           ("train_shakespeare_char_cpu.py", "train_shakespeare_char_cpu_euclid.py")]:
+        a = configure(train.DEFAULTS, [os.path.join(ROOT, "config", curved)])
+        b = configure(train.DEFAULTS, [os.path.join(ROOT, "config", euclid)])
+        diff = {k for k in a if a[k] != b[k]}
+        assert diff == {"curvature", "out_dir", "wandb_run_name"}
+        assert a["curvature"] == "hyperbolic" and b["curvature"] == "euclidean"
+    # the CPU config is the train.py default
+    cpu = configure(train.DEFAULTS, [os.path.join(ROOT, "config", "train_shakespeare_char_cpu.py")])
+    assert {k for k in cpu if cpu[k] != train.DEFAULTS[k]} == {"device"}
+
+
+# ----------------------------------------------------------------------------- prepare
+
+
+def test_prepare_writes_bins_and_meta(char_data):
+    with open(char_data / "meta.pkl", "rb") as f:
+        meta = pickle.load(f)
+    train_ids = np.fromfile(char_data / "train.bin", dtype=np.uint16)
+    val_ids = np.fromfile(char_data / "val.bin", dtype=np.uint16)
+    assert meta["vocab_size"] == len(set(CORPUS))
+    assert len(train_ids) + len(val_ids) == len(CORPUS)
+    assert "".join(meta["itos"][i] for i in train_ids) + "".join(meta["itos"][i] for i in val_ids) == CORPUS
+
+
+def test_prepare_missing_input_is_a_clear_error(tmp_path):
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "data/shakespeare_char/prepare.py"), "--input",
+                        str(tmp_path / "nope.txt"), "--out_dir", str(tmp_path)], capture_output=True, text=True)
+    assert r.returncode != 0 and f"--input {tmp_path / 'nope.txt'} does not exist" in r.stderr
+    assert not list(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- train, resume, sample
+
+
+def final_state(out_dir):
+    return torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)
+
+
+def test_train_resume_is_exact_and_sample(char_data, tmp_path, capsys):
+    full = tmp_path / "full"
+    summary = train.main(tiny_args(char_data, full, max_iters=30))
+    assert summary["iter_num"] == 30 and np.isfinite(summary["val_loss"])
+    out = capsys.readouterr().out
+    assert "iter 25: loss" in out and "ms/iter" in out and "tok/s" in out and "κ " in out
+
+    part = tmp_path / "part"
+    train.main(tiny_args(char_data, part, max_iters=20))
+    ck = final_state(part)
+    assert ck["iter_num"] == 20
+    resumed = train.main(tiny_args(char_data, part, max_iters=30, init_from="resume"))
+    assert resumed["iter_num"] == 30
+    assert "starting at iter 20" in capsys.readouterr().out
+    a, b = final_state(full), final_state(part)
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), f"resumed run diverged in {name}"
+    assert a["val_loss"] == b["val_loss"]
+
+    # metrics.jsonl: one record per log and eval step, continued across the resume
+    records = [json.loads(l) for l in open(part / "metrics.jsonl")]
+    assert [r["iter"] for r in records if "val/loss" in r] == [0, 10, 20, 30]
+    assert all("curvature/block1/head1" in r for r in records)
+
+    texts = sample.sample(configure(sample.DEFAULTS, [f"--out_dir={part}", "--start=All:", "--num_samples=2",
+                                                      "--max_new_tokens=15"]))
+    assert len(texts) == 2 and all(t.startswith("All:") and len(t) == 19 for t in texts)
+    assert set("".join(texts)) <= set(CORPUS)
+    again = sample.sample(configure(sample.DEFAULTS, [f"--out_dir={part}", "--start=All:", "--num_samples=2",
+                                                      "--max_new_tokens=15"]))
+    assert again == texts  # seeded
+
+
+def test_compiled_model_checkpoint_has_plain_names(char_data, tmp_path, monkeypatch):
+    # the eager backend exercises the same wrapper (OptimizedModule) as inductor, in a fraction of the time
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    out = tmp_path / "compiled"
+    train.main(tiny_args(char_data, out, max_iters=10, compile=True))
+    keys = list(final_state(out)["model"])
+    assert keys and not any("_orig_mod" in k for k in keys)
+    assert train.main(tiny_args(char_data, out, max_iters=12, init_from="resume", compile=True))["iter_num"] == 12
+
+
+def test_bf16_autocast_training_on_cpu(char_data, tmp_path):
+    s = train.main(tiny_args(char_data, tmp_path / "bf16", max_iters=10, dtype="bfloat16"))
+    assert np.isfinite(s["val_loss"]) and s["val_loss"] < 4.0
+
+
+def run_error(argv):
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    return str(e.value)
+
+
+def test_missing_dataset_names_the_prepare_command(tmp_path):
+    msg = run_error(tiny_args(tmp_path / "nodata", tmp_path / "out"))
+    assert msg == (f"error: {tmp_path / 'nodata' / 'train.bin'} not found: run "
+                   f"`python data/shakespeare_char/prepare.py` first (or set data_dir)")
+
+
+def test_truncated_bin_is_a_clear_error(char_data, tmp_path):
+    d = tmp_path / "trunc"
+    d.mkdir()
+    for name in ("train.bin", "val.bin", "meta.pkl"):
+        (d / name).write_bytes((char_data / name).read_bytes())
+    (d / "val.bin").write_bytes((char_data / "val.bin").read_bytes()[:-1])
+    assert "is truncated" in run_error(tiny_args(d, tmp_path / "out"))
+
+
+def test_resume_errors(char_data, tmp_path):
+    out = tmp_path / "run"
+    assert run_error(tiny_args(char_data, out, init_from="resume")) == \
+        f"error: no checkpoint at {out / 'ckpt.pt'} to resume from (train with init_from='scratch' first)"
+    train.main(tiny_args(char_data, out, max_iters=10))
+    assert "n_layer=3 but the checkpoint has n_layer=2" in run_error(tiny_args(char_data, out, init_from="resume",
+                                                                               n_layer=3))
+    assert "block_size=64 is larger than the checkpoint's 32" in run_error(
+        tiny_args(char_data, out, init_from="resume", block_size=64))
+    good = (out / "ckpt.pt").read_bytes()
+    (out / "ckpt.pt").write_bytes(good[: len(good) // 2])
+    msg = run_error(tiny_args(char_data, out, init_from="resume", max_iters=20))
+    assert msg.startswith(f"error: checkpoint {out / 'ckpt.pt'} is corrupt or truncated")
+
+
+def test_bad_train_options(char_data, tmp_path):
+    assert run_error(tiny_args(char_data, tmp_path, batch_size=0)) == "error: batch_size must be positive, got 0"
+    assert run_error(tiny_args(char_data, tmp_path, init_from="gpt2")) == \
+        "error: init_from='gpt2' is not one of ('scratch', 'resume')"
+    assert run_error(["--not_a_key=1"]).startswith("error: unknown config key 'not_a_key' in command line")
+    assert "makes curvature a no-op" in run_error(tiny_args(char_data, tmp_path, reference="origin",
+                                                            residual="tangent"))
+
+
+def test_sample_errors(char_data, tmp_path):
+    out = tmp_path / "s"
+    train.main(tiny_args(char_data, out, max_iters=2, eval_interval=2))
+
+    def err(*argv):
+        with pytest.raises(SystemExit) as e:
+            sample.main([f"--out_dir={out}", "--max_new_tokens=3", *argv])
+        return str(e.value)
+
+    assert err("--start=Hello é") == ("error: the prompt has characters outside the model's "
+                                      f"{len(set(CORPUS))}-character vocabulary: 'H' (U+0048), 'é' (U+00E9)")
+    assert err(f"--start=FILE:{tmp_path / 'nope.txt'}") == f"error: prompt file not found: {tmp_path / 'nope.txt'}"
+    assert err("--temperature=0") == "error: temperature must be positive, got 0.0"
+    (tmp_path / "p.txt").write_text("Speak")
+    with pytest.raises(SystemExit) as e:
+        sample.main([f"--out_dir={tmp_path / 'empty'}"])
+    assert "no checkpoint at" in str(e.value)
+    texts = sample.sample(configure(sample.DEFAULTS, [f"--out_dir={out}", f"--start=FILE:{tmp_path / 'p.txt'}",
+                                                      "--num_samples=1", "--max_new_tokens=4"]))
+    assert texts[0].startswith("Speak") and len(texts[0]) == 9
