@@ -80,20 +80,65 @@ def _horner(z, coeffs):
     return out
 
 
+def _derivative(coeffs):
+    return tuple(n * c for n, c in enumerate(coeffs))[1:]
+
+
+_DT_COEFFS, _DA_COEFFS = _derivative(_T_COEFFS), _derivative(_A_COEFFS)
+
+
+def _t_and_derivative(z):
+    """T(z) and T'(z). T solves 2zT' = 1 + zT² − T for either sign of z (tan and tanh alike), which gives
+    T' from T outside the series region; inside it, the differentiated polynomial is used."""
+    small = z.abs() < _SERIES_Z
+    # Each branch sees only arguments it is valid for (the series never a large z, the closed form never a
+    # small one), so neither can overflow where it is not selected.
+    zs = torch.where(small, z, torch.zeros_like(z))
+    zc = torch.where(small, torch.full_like(z, _SERIES_Z), z)
+    s = zc.abs().sqrt()
+    saturated = (zc > 0) & (s > _MAX_ANGLE)
+    closed = torch.where(zc > 0, torch.tan(s.clamp_max(_MAX_ANGLE)), torch.tanh(s)) / s
+    dclosed = torch.where(saturated, torch.zeros_like(z), (1 + zc * closed * closed - closed) / (2 * zc))
+    return torch.where(small, _horner(zs, _T_COEFFS), closed), torch.where(small, _horner(zs, _DT_COEFFS), dclosed)
+
+
+def _a_and_derivative(z):
+    """A(z) and A'(z). A solves 2zA' = 1/(1 + z) − A for either sign of z (atan and artanh alike)."""
+    small = z.abs() < _SERIES_Z
+    zs = torch.where(small, z, torch.zeros_like(z))
+    # κ < 0: −z is capped below 1 (artanh(1) = ∞); past the cap the value is constant, the derivative 0.
+    z_min = -(1.0 - _ARTANH_EPS[z.dtype])
+    saturated = z < z_min
+    zc = torch.where(small, torch.full_like(z, _SERIES_Z), z.clamp_min(z_min))
+    s = zc.abs().sqrt()
+    closed = torch.where(zc > 0, torch.atan(s), torch.atanh(s)) / s
+    dclosed = torch.where(saturated, torch.zeros_like(z), (1 / (1 + zc) - closed) / (2 * zc))
+    return torch.where(small, _horner(zs, _A_COEFFS), closed), torch.where(small, _horner(zs, _DA_COEFFS), dclosed)
+
+
+class _EvenFunction(torch.autograd.Function):
+    """Autograd for T and A with their derivative computed in the forward pass: the backward is one multiply
+    instead of the ~40 elementwise ops autograd would replay through the series and both closed forms."""
+
+    @staticmethod
+    def forward(ctx, z, which):
+        value, deriv = (_t_and_derivative if which == "T" else _a_and_derivative)(z)
+        ctx.save_for_backward(deriv)
+        return value
+
+    @staticmethod
+    def backward(ctx, grad):
+        (deriv,) = ctx.saved_tensors
+        return grad * deriv, None
+
+
 def _T(z):
     """T(z) = tan(√z)/√z for z > 0, tanh(√-z)/√-z for z < 0, 1 at z = 0; so tan_κ(r) = r·T(κr²).
 
     Clamp: for z > 0, √z is capped at _MAX_ANGLE (π/2 − 0.01) to stay off tan's pole; past it tan_κ
     saturates (zero gradient) instead of wrapping around to the far side of the sphere.
     """
-    small = z.abs() < _SERIES_Z
-    # Each branch sees only arguments it is valid for, so the unselected one is finite in backward too.
-    zs = torch.where(small, z, torch.zeros_like(z))
-    zc = torch.where(small, torch.full_like(z, _SERIES_Z), z)
-    s = zc.abs().sqrt()
-    pos = torch.tan(s.clamp_max(_MAX_ANGLE)) / s
-    neg = torch.tanh(s) / s
-    return torch.where(small, _horner(zs, _T_COEFFS), torch.where(zc > 0, pos, neg))
+    return _EvenFunction.apply(z, "T")
 
 
 def _A(z):
@@ -102,13 +147,7 @@ def _A(z):
     Clamp: for z < 0, −z is capped at 1 − _ARTANH_EPS (artanh(1) = ∞): a point ⊕ put on or past the
     κ < 0 boundary reads as lying just inside it.
     """
-    small = z.abs() < _SERIES_Z
-    zs = torch.where(small, z, torch.zeros_like(z))
-    zc = torch.where(small, torch.full_like(z, _SERIES_Z), z)
-    s = zc.abs().sqrt()
-    pos = torch.atan(s) / s
-    neg = torch.atanh(s.clamp_max(math.sqrt(1.0 - _ARTANH_EPS[z.dtype]))) / s
-    return torch.where(small, _horner(zs, _A_COEFFS), torch.where(zc > 0, pos, neg))
+    return _EvenFunction.apply(z, "A")
 
 
 @_float32_math
