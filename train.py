@@ -11,16 +11,15 @@ defaults below. Under torchrun, gradient_accumulation_steps counts micro-steps a
 import json
 import math
 import os
-import pickle
 import signal
 import sys
 import time
 from contextlib import nullcontext
 
-import numpy as np
 import torch
 
 from configurator import ConfigError, configure
+from loader import DataError, open_dataset
 from model import GPT, GPTConfig
 
 # ----------------------------------------------------------------------------- defaults
@@ -28,7 +27,7 @@ from model import GPT, GPTConfig
 out_dir = "out-shakespeare-char-cpu"
 eval_interval = 250  # evaluate (and checkpoint) every this many iterations, and at max_iters
 log_interval = 25
-eval_iters = 20  # batches per split per evaluation; always the same batches, so evaluations compare
+eval_iters = 20  # train.bin/val.bin data: batches per split per evaluation, the same batches every time
 eval_only = False  # evaluate once and exit
 always_save_checkpoint = True  # save at every evaluation (else only when val loss improves)
 init_from = "scratch"  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
@@ -39,6 +38,8 @@ wandb_run_name = "shakespeare-char-cpu"
 # data
 dataset = "shakespeare_char"
 data_dir = ""  # default: data/<dataset> next to this file
+data_random_start = False  # sharded data: start at a seeded random shard and position instead of the first
+val_tokens = 10_485_760  # sharded data: tokens per evaluation (the speedrun's budget), split across processes
 gradient_accumulation_steps = 1
 batch_size = 12
 block_size = 64
@@ -83,42 +84,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 class TrainError(RuntimeError):
     """A problem with the run's inputs (data, checkpoint, options) that a message explains."""
-
-
-# ----------------------------------------------------------------------------- data
-
-
-class CharDataset:
-    """Random windows from data_dir/{train,val}.bin (uint16 tokens, as written by data/*/prepare.py)."""
-
-    def __init__(self, data_dir, dataset, block_size):
-        self.paths = {s: os.path.join(data_dir, f"{s}.bin") for s in ("train", "val")}
-        prepare = f"python data/{dataset}/prepare.py"
-        for split, path in self.paths.items():
-            if not os.path.exists(path):
-                raise TrainError(f"{path} not found: run `{prepare}` first (or set data_dir)")
-            size = os.path.getsize(path)
-            if size % 2:
-                raise TrainError(f"{path} is truncated ({size} bytes is not a whole number of uint16 tokens): "
-                                 f"rerun `{prepare}`")
-            if size // 2 < block_size + 1:
-                raise TrainError(f"{path} holds {size // 2} tokens, fewer than block_size + 1 = {block_size + 1}")
-        self.block_size = block_size
-        meta_path = os.path.join(data_dir, "meta.pkl")
-        self.meta = None
-        if os.path.exists(meta_path):
-            with open(meta_path, "rb") as f:
-                self.meta = pickle.load(f)
-
-    def batch(self, split, batch_size, generator, device):
-        # a fresh memmap per batch, as in nanoGPT: a long-lived one grows the process's memory
-        data = np.memmap(self.paths[split], dtype=np.uint16, mode="r")
-        ix = torch.randint(len(data) - self.block_size, (batch_size,), generator=generator).tolist()
-        x = torch.stack([torch.from_numpy(data[i : i + self.block_size].astype(np.int64)) for i in ix])
-        y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + self.block_size].astype(np.int64)) for i in ix])
-        if device.startswith("cuda"):
-            return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-        return x, y
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -240,19 +205,21 @@ class Logger:
 
 
 @torch.no_grad()
-def estimate_loss(model, data, cfg, autocast, device):
-    """Mean loss over eval_iters batches per split; the same batches at every evaluation (fixed seed)."""
+def estimate_loss(model, data, autocast, device, ddp):
+    """Mean loss per split over the dataset's fixed evaluation batches, averaged over processes."""
     out = {}
     model.eval()
-    for split in ("train", "val"):
-        gen = torch.Generator().manual_seed(cfg["seed"] + (1 if split == "val" else 2))
-        losses = torch.zeros(cfg["eval_iters"])
-        for i in range(cfg["eval_iters"]):
-            x, y = data.batch(split, cfg["batch_size"], gen, device)
+    for split in data.eval_splits:
+        total, n = torch.zeros((), device=device), 0
+        for x, y in data.eval_batches(split, device):
             with autocast:
                 _, loss = model(x, y)
-            losses[i] = loss.item()
-        out[split] = losses.mean().item()
+            total += loss.float()
+            n += 1
+        mean = total / n
+        if ddp:
+            torch.distributed.all_reduce(mean, op=torch.distributed.ReduceOp.AVG)
+        out[split] = mean.item()
     model.train()
     return out
 
@@ -294,7 +261,8 @@ def train(cfg):
         torch.backends.cudnn.allow_tf32 = True
 
     data_dir = cfg["data_dir"] or os.path.join(HERE, "data", cfg["dataset"])
-    data = CharDataset(data_dir, cfg["dataset"], cfg["block_size"])
+    data = open_dataset(data_dir, cfg["dataset"], cfg["block_size"], cfg["batch_size"], rank, world, cfg["seed"],
+                        cfg["eval_iters"], cfg["val_tokens"], cfg["data_random_start"])
     vocab_size = data.meta["vocab_size"] if data.meta else 50304
     ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
 
@@ -310,7 +278,6 @@ def train(cfg):
         raise ConfigError(str(e)) from e
     model = GPT(model_config).to(dev)
     iter_num, best_val_loss, elapsed, run_id = 0, float("inf"), 0.0, None
-    batch_gen = torch.Generator().manual_seed(cfg["seed"] + rank)
     optimizer = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]),
                                            device_type, cfg["curvature_lr_mult"])
     if ckpt is not None:
@@ -318,10 +285,13 @@ def train(cfg):
         optimizer.load_state_dict(ckpt["optimizer"])
         iter_num, best_val_loss, elapsed = ckpt["iter_num"], ckpt["best_val_loss"], ckpt["elapsed"]
         run_id = ckpt.get("wandb_run_id")
-        rng = ckpt["rng"]
-        if rank < len(rng["batch"]) and len(rng["batch"]) == world:  # same world size: continue exactly
-            batch_gen.set_state(rng["batch"][rank])
-            torch.set_rng_state(rng["torch"][rank])
+        ranks = ckpt["ranks"]
+        if len(ranks) == world:  # same world size: every process continues exactly where it stopped
+            data.load_state_dict(ranks[rank]["data"])
+            torch.set_rng_state(ranks[rank]["torch_rng"])
+        else:  # the data order restarts from rank 0's position; sampling noise differs from the original run
+            data.load_state_dict(ranks[0]["data"])
+            print(f"resuming {len(ranks)}-process checkpoint with {world} processes: not bit-exact")
         ckpt = None  # free memory
     raw_model = model
     scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
@@ -343,16 +313,15 @@ def train(cfg):
               f"| world {world} | starting at iter {iter_num}")
 
     def checkpoint(val_loss):
-        rng = {"batch": [batch_gen.get_state()], "torch": [torch.get_rng_state()]}
-        if ddp:  # gather every rank's RNG so a resume at the same world size continues exactly
-            gathered = [None] * world
-            torch.distributed.all_gather_object(gathered, rng)
-            rng = {key: [g[key][0] for g in gathered] for key in rng}
+        ranks = [{"data": data.state_dict(), "torch_rng": torch.get_rng_state()}]
+        if ddp:  # every rank's data position and RNG, so a resume at the same world size continues exactly
+            ranks = [None] * world
+            torch.distributed.all_gather_object(ranks, {"data": data.state_dict(), "torch_rng": torch.get_rng_state()})
         if master:
             save_checkpoint(ckpt_path, {
                 "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": model_args,
                 "iter_num": iter_num, "best_val_loss": best_val_loss, "val_loss": val_loss, "elapsed": elapsed,
-                "config": cfg, "rng": rng, "wandb_run_id": logger.run_id,
+                "config": cfg, "ranks": ranks, "wandb_run_id": logger.run_id,
                 "meta": data.meta,
             })
 
@@ -375,18 +344,18 @@ def train(cfg):
                 group["lr"] = lr * group["lr_mult"]
             is_last = iter_num >= cfg["max_iters"]
             if (iter_num % cfg["eval_interval"] == 0 or is_last) and not (iter_num == start_iter and iter_num > 0):
-                losses = estimate_loss(model, data, cfg, autocast, dev)
-                summary.update(train_loss=losses["train"], val_loss=losses["val"])
+                losses = estimate_loss(model, data, autocast, dev, ddp)
+                summary.update(train_loss=losses.get("train"), val_loss=losses["val"])
                 stats = []
                 if raw_model.curvature is not None:
                     with torch.no_grad(), autocast:
                         raw_model.eval()
-                        raw_model(data.batch("val", cfg["batch_size"], torch.Generator().manual_seed(0), dev)[0],
-                                  stats=stats)
+                        raw_model(next(data.eval_batches("val", dev))[0], stats=stats)
                         raw_model.train()
                 if master:
-                    print(f"eval iter {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-                    logger.log(iter_num, {"val/loss": losses["val"], "train/eval_loss": losses["train"],
+                    print(f"eval iter {iter_num}: " + ", ".join(f"{k} loss {v:.4f}" for k, v in losses.items()))
+                    logger.log(iter_num, {"val/loss": losses["val"],
+                                          **({"train/eval_loss": losses["train"]} if "train" in losses else {}),
                                           "wall": elapsed + time.time() - t0, "lr": lr,
                                           **curvature_metrics(raw_model, stats)})
                 improved = losses["val"] < best_val_loss
@@ -402,7 +371,7 @@ def train(cfg):
             for micro_step in range(grad_accum):
                 if ddp:  # sync gradients only on the last micro-step
                     model.require_backward_grad_sync = micro_step == grad_accum - 1
-                x, y = data.batch("train", cfg["batch_size"], batch_gen, dev)
+                x, y = data.train_batch(dev)
                 with autocast:
                     _, loss = model(x, y)
                     loss = loss / grad_accum
@@ -461,7 +430,7 @@ def main(argv=None):
     try:
         cfg = configure(DEFAULTS, argv)
         return train(cfg)
-    except (ConfigError, TrainError) as e:
+    except (ConfigError, TrainError, DataError) as e:
         sys.exit(f"error: {e}")
 
 

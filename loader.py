@@ -1,0 +1,197 @@
+"""
+Training data for train.py: random windows from a small .bin file (Shakespeare-char), or an ordered walk
+through GPT-2 token shards (FineWeb) with each DDP rank reading a disjoint part of every batch.
+
+Shard format (the one the GPT-2 speedrun community uses, so shards are interchangeable): a 1024-byte
+header of 256 int32 — [0] = 20240520 (magic), [1] = 1 (version), [2] = number of tokens — then the tokens
+as uint16.
+"""
+import glob
+import os
+import pickle
+
+import numpy as np
+import torch
+
+SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 1024
+
+
+class DataError(RuntimeError):
+    """Missing or malformed data; the message names the file and what to do."""
+
+
+def _to_device(x, y, device):
+    if device.startswith("cuda"):
+        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
+    return x, y
+
+
+# ----------------------------------------------------------------------------- shards
+
+
+def write_shard(path, tokens):
+    """Write uint16 `tokens` with the shard header; atomically, so a killed prepare leaves no half shard."""
+    tokens = np.asarray(tokens)
+    if tokens.size and (tokens.min() < 0 or tokens.max() >= 2**16):
+        raise ValueError("token ids must fit in uint16")
+    header = np.zeros(HEADER_BYTES // 4, dtype=np.int32)
+    header[0], header[1], header[2] = SHARD_MAGIC, SHARD_VERSION, len(tokens)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(header.tobytes())
+        f.write(tokens.astype(np.uint16).tobytes())
+    os.replace(tmp, path)
+
+
+def read_shard_header(path):
+    """Check a shard's header against its size; return its token count."""
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header = np.frombuffer(f.read(HEADER_BYTES), dtype=np.int32)
+    if len(header) < HEADER_BYTES // 4:
+        raise DataError(f"{path}: truncated header ({size} bytes, a shard starts with {HEADER_BYTES})")
+    if header[0] != SHARD_MAGIC:
+        raise DataError(f"{path}: bad magic number {header[0]} (expected {SHARD_MAGIC}); not a token shard")
+    if header[1] != SHARD_VERSION:
+        raise DataError(f"{path}: unsupported shard version {header[1]} (expected {SHARD_VERSION})")
+    n = int(header[2])
+    if size != HEADER_BYTES + 2 * n:
+        raise DataError(f"{path}: header says {n} tokens ({HEADER_BYTES + 2 * n} bytes) but the file has "
+                        f"{size} bytes; it is truncated or corrupt")
+    return n
+
+
+def read_shard(path):
+    n = read_shard_header(path)
+    return np.memmap(path, dtype=np.uint16, mode="r", offset=HEADER_BYTES, shape=(n,))
+
+
+class ShardDataset:
+    """Walks {dataset}_train_*.bin in order; every step, rank r of `world` reads the r-th of `world`
+    consecutive chunks of batch_size·block_size(+1) tokens, so ranks see disjoint data and N processes ×
+    k micro-steps read exactly what 1 process × N·k micro-steps reads. Validation reads a fixed budget of
+    val_tokens from the start of the val shards, split across ranks."""
+
+    eval_splits = ("val",)
+
+    def __init__(self, data_dir, dataset, block_size, batch_size, rank=0, world=1, val_tokens=0,
+                 random_start=False, seed=0):
+        pattern = os.path.join(data_dir, f"{dataset}_%s_*.bin")
+        self.files = {s: sorted(glob.glob(pattern % s)) for s in ("train", "val")}
+        for split, files in self.files.items():
+            if not files:
+                raise DataError(f"no {split} shards {pattern % split} found: run "
+                                f"`python data/{dataset}/prepare.py` first (or set data_dir)")
+        self.sizes = {s: [read_shard_header(f) for f in files] for s, files in self.files.items()}
+        self.B, self.T, self.rank, self.world = batch_size, block_size, rank, world
+        chunk = batch_size * block_size
+        for split, sizes in self.sizes.items():
+            if max(sizes) < chunk * world + 1:
+                raise DataError(f"the {split} shards hold at most {max(sizes)} tokens, fewer than one step "
+                                f"of batch_size·block_size·processes + 1 = {chunk * world + 1}")
+        if val_tokens <= 0 or val_tokens % (chunk * world):
+            raise DataError(f"val_tokens={val_tokens} must be a positive multiple of batch_size·block_size·"
+                            f"processes = {chunk * world}, so every run evaluates the same tokens")
+        if val_tokens > sum(self.sizes["val"]):
+            raise DataError(f"val_tokens={val_tokens} exceeds the {sum(self.sizes['val'])} validation tokens")
+        self.val_steps = val_tokens // (chunk * world)
+        self.shard, self.pos = 0, 0
+        if random_start:
+            gen = torch.Generator().manual_seed(seed)
+            self.shard = int(torch.randint(len(self.files["train"]), (1,), generator=gen))
+            span = self.sizes["train"][self.shard] - chunk * world - 1
+            self.pos = int(torch.randint(span // chunk + 1, (1,), generator=gen)) * chunk
+        self.meta = None
+
+    def _advance(self, sizes, shard, pos):
+        step = self.B * self.T * self.world
+        pos += step
+        if pos + step + 1 > sizes[shard]:
+            shard, pos = (shard + 1) % len(sizes), 0
+        return shard, pos
+
+    def _read(self, files, shard, pos):
+        tokens = read_shard(files[shard])
+        start = pos + self.rank * self.B * self.T
+        buf = torch.from_numpy(tokens[start : start + self.B * self.T + 1].astype(np.int64))
+        return buf[:-1].view(self.B, self.T), buf[1:].view(self.B, self.T)
+
+    def train_batch(self, device):
+        x, y = self._read(self.files["train"], self.shard, self.pos)
+        self.shard, self.pos = self._advance(self.sizes["train"], self.shard, self.pos)
+        return _to_device(x, y, device)
+
+    def eval_batches(self, split, device):
+        shard, pos = 0, 0
+        for _ in range(self.val_steps):
+            yield _to_device(*self._read(self.files[split], shard, pos), device)
+            shard, pos = self._advance(self.sizes[split], shard, pos)
+
+    def state_dict(self):
+        return {"shard": self.shard, "pos": self.pos}
+
+    def load_state_dict(self, state):
+        self.shard, self.pos = state["shard"], state["pos"]
+
+
+# ----------------------------------------------------------------------------- train.bin / val.bin
+
+
+class CharDataset:
+    """Random windows from data_dir/{train,val}.bin (uint16 tokens, as data/shakespeare_char/prepare.py
+    writes them). Evaluation uses eval_iters batches drawn with a fixed seed: the same batches every time."""
+
+    eval_splits = ("train", "val")
+
+    def __init__(self, data_dir, dataset, block_size, batch_size, rank=0, seed=0, eval_iters=1):
+        self.paths = {s: os.path.join(data_dir, f"{s}.bin") for s in ("train", "val")}
+        prepare = f"python data/{dataset}/prepare.py"
+        for path in self.paths.values():
+            if not os.path.exists(path):
+                raise DataError(f"{path} not found: run `{prepare}` first (or set data_dir)")
+            size = os.path.getsize(path)
+            if size % 2:
+                raise DataError(f"{path} is truncated ({size} bytes is not a whole number of uint16 tokens): "
+                                f"rerun `{prepare}`")
+            if size // 2 < block_size + 1:
+                raise DataError(f"{path} holds {size // 2} tokens, fewer than block_size + 1 = {block_size + 1}")
+        self.T, self.B, self.seed, self.eval_iters = block_size, batch_size, seed, eval_iters
+        self.gen = torch.Generator().manual_seed(seed + rank)
+        meta_path = os.path.join(data_dir, "meta.pkl")
+        self.meta = None
+        if os.path.exists(meta_path):
+            with open(meta_path, "rb") as f:
+                self.meta = pickle.load(f)
+
+    def _batch(self, split, gen):
+        # a fresh memmap per batch, as in nanoGPT: a long-lived one grows the process's memory
+        data = np.memmap(self.paths[split], dtype=np.uint16, mode="r")
+        ix = torch.randint(len(data) - self.T, (self.B,), generator=gen).tolist()
+        x = torch.stack([torch.from_numpy(data[i : i + self.T].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[i + 1 : i + 1 + self.T].astype(np.int64)) for i in ix])
+        return x, y
+
+    def train_batch(self, device):
+        return _to_device(*self._batch("train", self.gen), device)
+
+    def eval_batches(self, split, device):
+        gen = torch.Generator().manual_seed(self.seed + (1 if split == "val" else 2))
+        for _ in range(self.eval_iters):
+            yield _to_device(*self._batch(split, gen), device)
+
+    def state_dict(self):
+        return {"gen": self.gen.get_state()}
+
+    def load_state_dict(self, state):
+        self.gen.set_state(state["gen"])
+
+
+def open_dataset(data_dir, dataset, block_size, batch_size, rank, world, seed, eval_iters, val_tokens,
+                 random_start):
+    """Shards if data_dir holds {dataset}_train_*.bin files, else train.bin/val.bin."""
+    if glob.glob(os.path.join(data_dir, f"{dataset}_train_*.bin")):
+        return ShardDataset(data_dir, dataset, block_size, batch_size, rank, world, val_tokens, random_start, seed)
+    if random_start:
+        raise DataError("data_random_start applies to sharded datasets only (train.bin/val.bin are sampled "
+                        "at random positions already)")
+    return CharDataset(data_dir, dataset, block_size, batch_size, rank, seed, eval_iters)

@@ -1,0 +1,158 @@
+"""FineWeb path: prepare on a tiny local parquet/jsonl corpus, shard format, sharded loader, and training
+single-process and under 2-process torchrun (gloo on CPU) with identical results."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import loader
+import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PREPARE = os.path.join(ROOT, "data", "fineweb", "prepare.py")
+WORDS = "the of and a to in is was he for it with as his on be at by had are but from or have an they".split()
+
+
+def make_docs(n=120, seed=0):
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60))).capitalize() + "." for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, gpt2_offline):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path_factory.mktemp("fineweb")
+    docs = make_docs()
+    pq.write_table(pa.table({"text": docs, "id": list(range(len(docs)))}), d / "docs.parquet")
+    out = d / "shards"
+    r = subprocess.run([sys.executable, PREPARE, "--input", str(d / "docs.parquet"), "--out_dir", str(out),
+                        "--shard_size", "1500", "--num_proc", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return out, docs, gpt2_offline
+
+
+def test_shard_headers_names_and_round_trip(shards):
+    out, docs, enc = shards
+    files = sorted(os.listdir(out))
+    assert files[0] == "fineweb_train_000001.bin" and "fineweb_val_000000.bin" in files
+    ordered = ["fineweb_val_000000.bin"] + sorted(f for f in files if "_train_" in f)
+    assert [f"{i:06d}" in name for i, name in enumerate(ordered)] == [True] * len(ordered)
+    tokens = []
+    for name in ordered:
+        raw = np.fromfile(out / name, dtype=np.int32, count=256)
+        assert raw[0] == 20240520 and raw[1] == 1
+        body = np.fromfile(out / name, dtype=np.uint16, offset=1024)
+        assert raw[2] == len(body)
+        assert len(body) == 1500 or name == ordered[-1]
+        tokens.extend(body.tolist())
+    assert tokens[0] == 50256
+    # decoding the shards gives back every document, in order, each after an end-of-text token
+    text = enc.decode(tokens)
+    assert text.split("<|endoftext|>")[1:] == docs
+
+
+def test_jsonl_input_and_max_tokens(tmp_path, gpt2_offline):
+    docs = make_docs(40, seed=1)
+    with open(tmp_path / "docs.jsonl", "w") as f:
+        for d in docs:
+            f.write(json.dumps({"text": d}) + "\n")
+    r = subprocess.run([sys.executable, PREPARE, "--input", str(tmp_path / "docs.jsonl"), "--out_dir",
+                        str(tmp_path / "o"), "--shard_size", "300", "--max_tokens", "700", "--num_proc", "1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    sizes = [loader.read_shard_header(str(tmp_path / "o" / f)) for f in sorted(os.listdir(tmp_path / "o"))]
+    assert sorted(sizes) == [100, 300, 300]
+
+
+def test_prepare_bad_input(tmp_path):
+    r = subprocess.run([sys.executable, PREPARE, "--input", str(tmp_path / "none.parquet"), "--out_dir",
+                        str(tmp_path / "o")], capture_output=True, text=True)
+    assert r.returncode != 0 and "--input file(s) not found" in r.stderr
+    assert not (tmp_path / "o").exists() or not os.listdir(tmp_path / "o")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b[:500], "truncated header"),
+    (lambda b: b"\x00\x00\x00\x00" + b[4:], "bad magic number 0"),
+    (lambda b: b[:4] + b"\x07\x00\x00\x00" + b[8:], "unsupported shard version 7"),
+    (lambda b: b[:-2], "it is truncated or corrupt"),
+])
+def test_corrupt_shard_is_a_clear_error(tmp_path, damage, message):
+    path = str(tmp_path / "fineweb_train_000001.bin")
+    loader.write_shard(path, np.arange(100))
+    with open(path, "rb") as f:
+        good = f.read()
+    with open(path, "wb") as f:
+        f.write(damage(good))
+    with pytest.raises(loader.DataError, match=message) as e:
+        loader.read_shard_header(path)
+    assert path in str(e.value)
+
+
+def test_ranks_read_disjoint_parts_that_tile_the_single_process_stream(tmp_path):
+    for i, name in enumerate(["fineweb_val_000000.bin", "fineweb_train_000001.bin", "fineweb_train_000002.bin"]):
+        loader.write_shard(str(tmp_path / name), np.arange(1000) + 1000 * i)
+    kw = dict(block_size=8, batch_size=2, val_tokens=32)
+    single = loader.ShardDataset(str(tmp_path), "fineweb", **kw)
+    ranks = [loader.ShardDataset(str(tmp_path), "fineweb", rank=r, world=2, **kw) for r in range(2)]
+    seq = [single.train_batch("cpu")[0] for _ in range(200)]  # long enough to cross into the next shard
+    par = [[rk.train_batch("cpu")[0] for rk in ranks] for _ in range(100)]
+    for step in range(100):
+        assert torch.equal(par[step][0], seq[2 * step]) and torch.equal(par[step][1], seq[2 * step + 1])
+    assert any(b.min() >= 2000 for b in seq)  # it walked into the second train shard
+    x, y = next(single.eval_batches("val", "cpu"))
+    assert torch.equal(y[:, :-1], x[:, 1:]) and x.min() >= 0 and x.max() < 1000
+    with pytest.raises(loader.DataError, match="must be a positive multiple"):
+        loader.ShardDataset(str(tmp_path), "fineweb", block_size=8, batch_size=2, val_tokens=20)
+    rs = loader.ShardDataset(str(tmp_path), "fineweb", random_start=True, seed=3, **kw)
+    rs2 = loader.ShardDataset(str(tmp_path), "fineweb", random_start=True, seed=3, **kw)
+    assert (rs.shard, rs.pos) == (rs2.shard, rs2.pos) and (rs.shard, rs.pos) != (0, 0)
+
+
+def fineweb_args(data_dir, out_dir, **over):
+    args = dict(dataset="fineweb", data_dir=str(data_dir), out_dir=str(out_dir), n_layer=2, n_head=2, n_embd=32,
+                block_size=32, batch_size=2, gradient_accumulation_steps=4, max_iters=4, eval_interval=2,
+                val_tokens=256, log_interval=1, warmup_iters=1, lr_decay_iters=10, learning_rate=3e-3,
+                dropout=0.0, device="cpu", seed=7)
+    args.update(over)
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+def torchrun(args, nproc=2):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           os.path.join(ROOT, "train.py"), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout
+
+
+def test_single_process_equals_two_process_ddp_and_ddp_resumes(shards, tmp_path):
+    data_dir = shards[0]
+    single = tmp_path / "single"
+    train.main(fineweb_args(data_dir, single))
+    ddp = tmp_path / "ddp"
+    out = torchrun(fineweb_args(data_dir, ddp))
+    assert "world 2" in out
+    a = torch.load(single / "ckpt.pt", weights_only=True)
+    b = torch.load(ddp / "ckpt.pt", weights_only=True)
+    assert a["iter_num"] == b["iter_num"] == 4
+    assert abs(a["val_loss"] - b["val_loss"]) < 1e-5
+    for name in a["model"]:
+        torch.testing.assert_close(a["model"][name], b["model"][name], rtol=0, atol=1e-5, msg=name)
+    # both ranks' data positions are in the checkpoint; resuming under torchrun continues from them
+    assert len(b["ranks"]) == 2 and b["ranks"][0]["data"] == b["ranks"][1]["data"]
+    out = torchrun(fineweb_args(data_dir, ddp, max_iters=6, init_from="resume"))
+    assert "starting at iter 4" in out
+    train.main(fineweb_args(data_dir, single, max_iters=6, init_from="resume"))
+    a = torch.load(single / "ckpt.pt", weights_only=True)
+    b = torch.load(ddp / "ckpt.pt", weights_only=True)
+    # two more steps amplify the float-rounding differences of the all-reduce: compare relatively
+    assert a["iter_num"] == b["iter_num"] == 6 and abs(a["val_loss"] - b["val_loss"]) < 1e-5 * a["val_loss"]
