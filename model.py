@@ -58,7 +58,7 @@ class GPTConfig:
     curvature_per_head: bool = True  # one κ per head per block (else one per block)
     curvature_shared: bool = False  # one set of κ tied across all blocks
     reference: str = "prev_token"  # one of REFERENCES: the tangent point of token t
-    residual: str = "mobius"  # one of RESIDUALS: how a sublayer's output joins the stream
+    residual: str = "tangent"  # one of RESIDUALS: how a sublayer's output joins the stream
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):

@@ -8,6 +8,7 @@ Train a kappaGPT model. With no arguments: a curved 4-layer model on Shakespeare
 Config files and --key=value overrides are explained in configurator.py; every key is one of the
 defaults below. Under torchrun, gradient_accumulation_steps counts micro-steps across all processes.
 """
+import glob
 import json
 import math
 import os
@@ -54,7 +55,7 @@ curvature_init = -0.05
 curvature_per_head = True
 curvature_shared = False
 reference = "prev_token"
-residual = "mobius"
+residual = "tangent"
 # optimizer: AdamW
 learning_rate = 2e-3
 max_iters = 2000
@@ -62,6 +63,7 @@ weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.99
 grad_clip = 1.0  # 0 disables clipping
+max_nonfinite = 25  # stop after this many consecutive steps with a non-finite loss or gradient (each skipped)
 curvature_lr_mult = 1.0  # lr of the curvature parameters = learning_rate × this
 # learning-rate schedule: linear warmup, then cosine decay to min_lr
 decay_lr = True
@@ -142,7 +144,7 @@ def get_lr(it, cfg):
 
 def validate(cfg):
     for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "log_interval",
-                "eval_iters", "n_layer", "n_head", "n_embd"):
+                "eval_iters", "n_layer", "n_head", "n_embd", "max_nonfinite"):
         if cfg[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     if cfg["max_iters"] < 0:
@@ -162,6 +164,8 @@ def kappa_summary(kappas):
 def curvature_metrics(raw_model, stats):
     """Per block and head κ, per block mean, and geometry health from a forward pass's `stats`."""
     out = {}
+    if raw_model.curvature is None:
+        return out
     ks = raw_model.kappas().detach().float().cpu()
     for l, row in enumerate(ks):
         for h, k in enumerate(row):
@@ -187,10 +191,9 @@ class Logger:
                           id=run_id, resume="allow" if resumed else None, dir=cfg["out_dir"])
             try:
                 self.wandb = wandb.init(**kwargs)
-            except Exception as e:  # no API key / no network: keep the run, log offline
+            except Exception as e:  # no API key or no network: keep the run, log offline
                 print(f"wandb: online init failed ({type(e).__name__}); logging offline to {cfg['out_dir']}/wandb")
-                os.environ["WANDB_MODE"] = "offline"
-                self.wandb = wandb.init(**kwargs)
+                self.wandb = wandb.init(**kwargs, mode="offline")
             self.run_id = self.wandb.id
 
     def log(self, step, metrics):
@@ -306,6 +309,8 @@ def train(cfg):
     logger = None
     if master:
         os.makedirs(cfg["out_dir"], exist_ok=True)
+        for stale in glob.glob(f"{ckpt_path}.tmp.*"):  # left by a process killed while saving
+            os.remove(stale)
         logger = Logger(cfg, run_id, resumed=cfg["init_from"] == "resume")
         n_params = raw_model.get_num_params() / 1e6
         print(f"{n_params:.2f}M parameters | curvature={raw_model.config.curvature} reference={raw_model.config.reference} "
@@ -334,6 +339,7 @@ def train(cfg):
         if master and not ddp and _main_thread() else {}
 
     start_iter = iter_num
+    nonfinite_run = nonfinite_steps = 0
     summary = {"val_loss": None, "train_loss": None}
     t0 = time.time()
     last_loss = float("nan")
@@ -376,15 +382,28 @@ def train(cfg):
                     _, loss = model(x, y)
                     loss = loss / grad_accum
                 scaler.scale(loss).backward()
-            grad_norm = float("nan")
-            if cfg["grad_clip"] > 0:
-                scaler.unscale_(optimizer)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"]).item()
-            scaler.step(optimizer)
+            scaler.unscale_(optimizer)
+            max_norm = cfg["grad_clip"] if cfg["grad_clip"] > 0 else float("inf")  # inf: measure, don't clip
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
+            last_loss = loss.item() * grad_accum
+            finite = math.isfinite(grad_norm) and math.isfinite(last_loss)
+            if finite or scaler.is_enabled():  # a float16 scaler skips non-finite steps itself
+                scaler.step(optimizer)
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             iter_num += 1
-            last_loss = loss.item() * grad_accum
+            if finite:
+                nonfinite_run = 0
+            else:  # skip the update: one bad batch or spike must not poison the weights
+                nonfinite_run += 1
+                nonfinite_steps += 1
+                if master:
+                    print(f"iter {iter_num}: non-finite loss {last_loss} or gradient norm {grad_norm}: step skipped "
+                          f"({nonfinite_run} in a row, {nonfinite_steps} in all)")
+                if nonfinite_run >= cfg["max_nonfinite"]:
+                    raise TrainError(f"{nonfinite_run} consecutive non-finite steps at iter {iter_num}: stopping. "
+                                     f"The last good checkpoint {ckpt_path} is intact; lower learning_rate, or "
+                                     f"resume with dtype='float32' to rule out precision")
             if iter_num % cfg["log_interval"] == 0 and master:
                 if device_type == "cuda":
                     torch.cuda.synchronize()
@@ -393,7 +412,8 @@ def train(cfg):
                 line = (f"iter {iter_num}: loss {last_loss:.4f}, {dt * 1000:.1f} ms/iter, "
                         f"{tokens_per_iter / dt:,.0f} tok/s, lr {lr:.2e}")
                 metrics = {"train/loss": last_loss, "lr": lr, "tokens_per_sec": tokens_per_iter / dt,
-                           "grad_norm": grad_norm, "ms_per_iter": dt * 1000, "wall": elapsed + time.time() - t0}
+                           "grad_norm": grad_norm, "ms_per_iter": dt * 1000, "nonfinite_steps": nonfinite_steps,
+                           "wall": elapsed + time.time() - t0}
                 if cfg["peak_flops"] > 0:
                     mfu = raw_model.estimate_mfu(cfg["batch_size"] * grad_accum, dt, cfg["peak_flops"])
                     metrics["mfu"] = mfu

@@ -17,7 +17,7 @@ bias = False
 curvature = "hyperbolic"
 curvature_init = -0.02  # √|κ|·‖x‖ = O(1) for head_size 64 (see README, "Scale")
 reference = "prev_token"
-residual = "mobius"
+residual = "tangent"
 learning_rate = 1e-3
 max_iters = 5000
 lr_decay_iters = 5000

@@ -241,3 +241,50 @@ def test_sample_errors(char_data, tmp_path):
     texts = sample.sample(configure(sample.DEFAULTS, [f"--out_dir={out}", f"--start=FILE:{tmp_path / 'p.txt'}",
                                                       "--num_samples=1", "--max_new_tokens=4"]))
     assert texts[0].startswith("Speak") and len(texts[0]) == 9
+
+
+def test_lr_schedule():
+    cfg = dict(train.DEFAULTS, learning_rate=1.0, min_lr=0.1, warmup_iters=10, lr_decay_iters=110)
+    lrs = [train.get_lr(i, cfg) for i in range(200)]
+    assert lrs[0] == pytest.approx(1 / 11) and lrs[9] == pytest.approx(10 / 11)  # linear warmup
+    assert lrs[10] == pytest.approx(1.0) and lrs[60] == pytest.approx(0.55)  # cosine midpoint
+    assert lrs[110] == pytest.approx(0.1) and lrs[199] == 0.1
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+    assert {train.get_lr(i, dict(cfg, decay_lr=False)) for i in range(200)} == {1.0}
+
+
+def metrics(out_dir):
+    return [json.loads(l) for l in open(os.path.join(out_dir, "metrics.jsonl"))]
+
+
+def test_same_seed_same_losses_other_seed_other_losses(char_data, tmp_path):
+    runs = {name: train.main(tiny_args(char_data, tmp_path / name, max_iters=10, seed=seed))
+            for name, seed in (("a", 5), ("b", 5), ("c", 6))}
+    losses = {n: [r["train/loss"] for r in metrics(tmp_path / n) if "train/loss" in r] for n in runs}
+    assert losses["a"] == losses["b"] and losses["a"] != losses["c"]
+    assert runs["a"]["val_loss"] == runs["b"]["val_loss"]
+
+
+def test_eval_only_checkpoint_policy_mfu_and_no_clip(char_data, tmp_path):
+    out = tmp_path / "r"
+    s = train.main(tiny_args(char_data, out, eval_only=True))
+    assert s["iter_num"] == 0 and not (out / "ckpt.pt").exists()
+    assert [r["iter"] for r in metrics(out)] == [0]
+    # without always_save_checkpoint, the checkpoint is rewritten only when the val loss improves
+    out = tmp_path / "best"
+    train.main(tiny_args(char_data, out, max_iters=30, always_save_checkpoint=False, peak_flops=1e12,
+                         grad_clip=0.0, learning_rate=1e-2, min_lr=1e-9, warmup_iters=0, lr_decay_iters=10))
+    ck = torch.load(out / "ckpt.pt", weights_only=True)
+    assert ck["val_loss"] == ck["best_val_loss"]
+    logs = [r for r in metrics(out) if "train/loss" in r]
+    assert all("mfu" in r and 0 < r["mfu"] < 1 for r in logs)
+    assert all(r["grad_norm"] > 0 for r in logs)  # measured even when not clipping
+    evals = {r["iter"]: r["val/loss"] for r in metrics(out) if "val/loss" in r}
+    best_iter = min((i for i in evals if i > 0), key=evals.get)
+    assert evals[best_iter] < evals[0]
+    assert ck["iter_num"] == best_iter and ck["val_loss"] == evals[best_iter]
+
+
+def test_data_random_start_needs_shards(char_data, tmp_path):
+    assert "data_random_start applies to sharded datasets only" in run_error(
+        tiny_args(char_data, tmp_path, data_random_start=True))

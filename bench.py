@@ -1,0 +1,223 @@
+"""
+Measure what curvature costs, on whatever device is here (no CUDA calls on a CPU).
+
+    python bench.py                                   # CPU Shakespeare-char size: Euclidean vs curved, eager
+    python bench.py --compile                         # the same, eager and torch.compile
+    python bench.py --configs euclidean zero hyperbolic:prev_token:mobius --peak_flops 989e12
+    python bench.py --ops                             # microbenchmarks of the geometry functions
+    python bench.py --train 500                       # train curved and Euclidean, plot both loss curves
+
+Timings are forward + backward + AdamW step on random tokens, after warm-up, with the configurations
+alternating round by round so drift in the machine hits all of them alike; the table reports the median.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+import geometry as geo
+from model import GPT, GPTConfig
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_spec(spec):
+    """'euclidean' | 'zero' | 'hyperbolic' | 'hyperbolic:prev_token:mobius' → GPTConfig overrides."""
+    parts = spec.split(":")
+    out = {"curvature": parts[0]}
+    if len(parts) > 1:
+        out["reference"] = parts[1]
+    if len(parts) > 2:
+        out["residual"] = parts[2]
+    return out
+
+
+def sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_memory(device, fn):
+    """Peak bytes allocated during one call, above what was allocated before it: CUDA's allocator statistics,
+    or on the CPU the profiler's allocation and free events replayed in time order."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+        before = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+def bench_models(args):
+    device = args.device
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    autocast = torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
+    base = dict(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head,
+                n_embd=args.n_embd, bias=False, dropout=0.0, curvature_init=args.curvature_init)
+    x = torch.randint(0, args.vocab_size, (args.batch_size, args.block_size), device=device)
+    y = torch.randint(0, args.vocab_size, (args.batch_size, args.block_size), device=device)
+    variants = []
+    for spec in args.configs:
+        over = parse_spec(spec)
+        if over["curvature"] == "spherical":
+            over["curvature_init"] = abs(args.curvature_init)
+        for compiled in ([False, True] if args.compile else [False]):
+            torch.manual_seed(0)
+            model = GPT(GPTConfig(**{**base, **over})).to(device)
+            opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
+            fwd = torch.compile(model) if compiled else model
+
+            def step(fwd=fwd, opt=opt):
+                with autocast:
+                    _, loss = fwd(x, y)
+                loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+
+            variants.append({"name": spec + (" +compile" if compiled else ""), "step": step, "model": model,
+                             "times": []})
+    for v in tqdm(variants, desc="warm-up (and compile)", leave=False):
+        for _ in range(args.warmup):
+            v["step"]()
+        sync(device)
+    for _ in tqdm(range(args.rounds), desc="timing rounds", leave=False):
+        for v in variants:  # alternate, so slow drift in the machine hits every variant alike
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                v["step"]()
+            sync(device)
+            v["times"].append((time.perf_counter() - t) / args.steps)
+    tokens = args.batch_size * args.block_size
+    ref = {}
+    rows = []
+    for v in variants:
+        ms = statistics.median(v["times"]) * 1000
+        key = "+compile" in v["name"]
+        if v["name"].startswith("euclidean"):
+            ref[key] = ms
+        mem = peak_memory(device, v["step"]) / 2**20
+        mfu = v["model"].estimate_mfu(args.batch_size, ms / 1000, args.peak_flops) if args.peak_flops else None
+        rows.append((v["name"], ms, tokens / (ms / 1000), mem, mfu, key))
+    print(f"\n{args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, batch {args.batch_size} × "
+          f"block {args.block_size}, {args.dtype}, device {device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads; median of {args.rounds} rounds × {args.steps} steps")
+    header = f"| {'configuration':<38} | {'ms/iter':>8} | {'tokens/s':>9} | {'speed vs euclid':>15} | {'peak MiB':>8} | {'mem vs euclid':>13} |"
+    if args.peak_flops:
+        header += "   MFU |"
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    mem_ref = {r[5]: r[3] for r in rows if r[0].startswith("euclidean")}
+    for name, ms, tps, mem, mfu, key in rows:
+        speed = f"{ref[key] / ms:.2f}" if key in ref else "-"
+        memr = f"{mem / mem_ref[key]:.2f}" if key in mem_ref else "-"
+        line = f"| {name:<38} | {ms:>8.1f} | {tps:>9,.0f} | {speed:>15} | {mem:>8.1f} | {memr:>13} |"
+        if args.peak_flops:
+            line += f" {mfu * 100:>4.1f}% |"
+        print(line)
+    return rows
+
+
+def bench_ops(args):
+    device = args.device
+    B, T, H, D = args.batch_size, args.block_size, args.n_head, args.n_embd // args.n_head
+    k = torch.full((H, 1), args.curvature_init, device=device, requires_grad=True)
+    x = geo.project(geo.expmap0(torch.randn(B, T, H, D, device=device) * 0.3, k.detach()), k.detach())
+    y = geo.project(geo.expmap0(torch.randn(B, T, H, D, device=device) * 0.3, k.detach()), k.detach())
+    kk = k.detach().view(H, 1, 1)
+    xh, yh = x.transpose(1, 2).contiguous(), y.transpose(1, 2).contiguous()  # [B, H, T, D]
+    w = torch.softmax(torch.randn(B, H, T, T, device=device), -1)
+    ops = {
+        "mobius_add": lambda: geo.mobius_add(x, y, k), "expmap0": lambda: geo.expmap0(x, k),
+        "logmap0": lambda: geo.logmap0(x, k), "expmap": lambda: geo.expmap(x, y, k),
+        "logmap": lambda: geo.logmap(x, y, k), "dist": lambda: geo.dist(x, y, k),
+        "project": lambda: geo.project(x, k), "pairwise_dist [B,H,T,T]": lambda: geo.pairwise_dist(xh, yh, kk),
+        "gyromidpoint [B,H,T,T]": lambda: geo.gyromidpoint(xh, w, kk),
+        "x + y (reference)": lambda: x + y,
+    }
+    print(f"\ngeometry ops on [{B}, {T}, {H}, {D}] float32, device {device}: median µs, forward and forward+backward")
+    print(f"| {'op':<24} | {'forward µs':>10} | {'fwd+bwd µs':>10} |")
+    print(f"|{'-' * 26}|{'-' * 12}|{'-' * 12}|")
+    xs = [x, y, k]
+    for name, fn in ops.items():
+        times = {}
+        for mode in ("fwd", "bwd"):
+            samples = []
+            for i in range(args.warmup + args.rounds * args.steps):
+                for t in xs:
+                    t.requires_grad_(mode == "bwd")
+                sync(device)
+                t0 = time.perf_counter()
+                out = fn()
+                if mode == "bwd":
+                    out.sum().backward()
+                sync(device)
+                if i >= args.warmup:
+                    samples.append(time.perf_counter() - t0)
+            times[mode] = statistics.median(samples) * 1e6
+        print(f"| {name:<24} | {times['fwd']:>10.1f} | {times['bwd']:>10.1f} |")
+        for t in xs:
+            t.grad = None
+
+
+def bench_train(args):
+    """Train the CPU config curved and Euclidean for N iterations with train.py, then plot both."""
+    out = args.train_out
+    common = ["config/train_shakespeare_char_cpu.py", f"--max_iters={args.train}", f"--lr_decay_iters={args.train}",
+              f"--device={args.device}"]
+    for name, extra in (("curved", []), ("euclid", ["--curvature=euclidean"])):
+        cmd = [sys.executable, os.path.join(HERE, "train.py"), *common, f"--out_dir={out}/{name}", *extra]
+        print(" ".join(cmd))
+        subprocess.run(cmd, check=True, cwd=HERE)
+    subprocess.run([sys.executable, os.path.join(HERE, "plot.py"), f"{out}/curved", f"{out}/euclid",
+                    "--out", f"{out}/train"], check=True, cwd=HERE)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=["euclidean", "zero:prev_token:tangent",
+                                                    "hyperbolic:prev_token:tangent", "hyperbolic:prev_token:mobius"],
+                   help="curvature[:reference[:residual]] per model; 'euclidean' is the reference row")
+    p.add_argument("--compile", action="store_true", help="also time each configuration under torch.compile")
+    p.add_argument("--ops", action="store_true", help="microbenchmark the geometry functions instead")
+    p.add_argument("--train", type=int, default=0, help="train curved and Euclidean N iterations and plot")
+    p.add_argument("--train_out", default="out-bench-train")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--n_layer", type=int, default=4)
+    p.add_argument("--n_head", type=int, default=4)
+    p.add_argument("--n_embd", type=int, default=128)
+    p.add_argument("--block_size", type=int, default=64)
+    p.add_argument("--batch_size", type=int, default=12)
+    p.add_argument("--vocab_size", type=int, default=65)
+    p.add_argument("--curvature_init", type=float, default=-0.05)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--peak_flops", type=float, default=0.0, help="the device's peak FLOP/s, for an MFU column")
+    args = p.parse_args(argv)
+    if args.train:
+        return bench_train(args)
+    if args.ops:
+        return bench_ops(args)
+    return bench_models(args)
+
+
+if __name__ == "__main__":
+    main()
