@@ -40,8 +40,10 @@ import torch.nn.functional as F
 import geometry as geo
 
 CURVATURES = ("euclidean", "zero", "hyperbolic", "spherical", "free", "fixed")
-REFERENCES = ("prev_token", "origin")
+REFERENCES = ("prev_token", "origin", "window")
 RESIDUALS = ("mobius", "tangent")
+ATTENTIONS = ("dot", "distance")
+AGGREGATES = ("tangent", "midpoint")
 
 
 @dataclass
@@ -58,17 +60,23 @@ class GPTConfig:
     curvature_per_head: bool = True  # one κ per head per block (else one per block)
     curvature_shared: bool = False  # one set of κ tied across all blocks
     reference: str = "prev_token"  # one of REFERENCES: the tangent point of token t
+    reference_window: int = 4  # reference='window': how many previous tokens' points to average
     residual: str = "tangent"  # one of RESIDUALS: how a sublayer's output joins the stream
+    attention: str = "dot"  # one of ATTENTIONS: scaled dot product, or −d_κ(q, k)²/τ
+    aggregate: str = "tangent"  # one of AGGREGATES: average values as tangent vectors, or their gyromidpoint
+    geometry_dtype: str = "float32"  # 'float32' or 'float64' for the geometry ops (float64 to diagnose)
 
     def __post_init__(self):
-        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "reference_window"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name, allowed in (("curvature", CURVATURES), ("reference", REFERENCES), ("residual", RESIDUALS)):
+        for name, allowed in (("curvature", CURVATURES), ("reference", REFERENCES), ("residual", RESIDUALS),
+                              ("attention", ATTENTIONS), ("aggregate", AGGREGATES),
+                              ("geometry_dtype", ("float32", "float64"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
         if self.curvature == "hyperbolic" and not self.curvature_init < 0:
@@ -130,6 +138,17 @@ class Curvature(nn.Module):
 
 
 class CausalSelfAttention(nn.Module):
+    """Causal self-attention on tangent vectors. attention='dot' is ordinary scaled dot-product attention;
+    'distance' scores a query/key pair by −d_κ(q, k)²/τ with q, k mapped into the head's κ-space and τ a
+    learnable per-head temperature. aggregate='tangent' averages value vectors; 'midpoint' takes the
+    gyromidpoint of the value points (the Einstein midpoint, for κ < 0) and maps it back to the tangent frame.
+
+    Why −d² and not −d: at κ = 0, d² = 4‖q − k‖² and softmax over keys cancels the ‖q‖² term, leaving
+    (8 q·k − 4‖k‖²)/τ: dot-product attention with a penalty on long keys (the "L2 attention" of Kim et al.
+    2021), smooth everywhere; −d has no gradient direction at q = k. τ starts at 8√head_size, which makes the
+    q·k term start at the usual 1/√head_size scale.
+    """
+
     def __init__(self, config):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
@@ -137,15 +156,47 @@ class CausalSelfAttention(nn.Module):
         self.attn_dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
         self.n_head = config.n_head
+        self.attention = config.attention
+        self.aggregate = config.aggregate
+        if config.attention == "distance":
+            self.log_tau = nn.Parameter(torch.full((config.n_head,), math.log(8 * math.sqrt(config.head_size))))
 
-    def forward(self, x):
+    def forward(self, x, k=None, cache=None):
+        """x [B, T, C]; k: κ [H or 1, 1] (None: κ = 0); cache: a dict holding earlier positions' keys and values."""
         B, T, C = x.size()
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        H = self.n_head
+        q, key, v = self.c_attn(x).split(C, dim=2)
+        q, key, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, key, v))
+        if cache is not None:
+            if "k" in cache:
+                key, v = torch.cat([cache["k"], key], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = key, v
+        Tk = key.size(2)
         dropout = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=True)
+        if self.attention == "dot" and self.aggregate == "tangent":  # the fused kernel
+            if T == Tk:
+                y = F.scaled_dot_product_attention(q, key, v, dropout_p=dropout, is_causal=True)
+            else:  # new queries after cached keys: query i sits at position Tk − T + i
+                mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
+                y = F.scaled_dot_product_attention(q, key, v, attn_mask=mask, dropout_p=dropout)
+        else:
+            kappa = torch.zeros(1, 1, 1, device=x.device) if k is None else k.view(-1, 1, 1)
+            if self.attention == "distance":
+                qp = geo.project(geo.expmap0(q, kappa), kappa)
+                kp = geo.project(geo.expmap0(key, kappa), kappa)
+                scores = -geo.pairwise_dist(qp, kp, kappa).square() / self.log_tau.exp().view(H, 1, 1)
+            else:
+                scores = (q @ key.transpose(-1, -2)).float() / math.sqrt(C // H)
+            mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
+            att = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            att = F.dropout(att, p=dropout, training=self.training)
+            if self.aggregate == "midpoint":
+                vp = geo.project(geo.expmap0(v, kappa), kappa)
+                y = geo.logmap0(geo.gyromidpoint(vp, att, kappa), kappa)
+            else:
+                y = att.to(v.dtype) @ v
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        return self.resid_dropout(self.c_proj(y.to(x.dtype)))  # geometry may hand back float32/float64
 
 
 class MLP(nn.Module):
@@ -155,8 +206,18 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x):
+    def forward(self, x, k=None, cache=None):
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+def window_weights(t0, T, W, device):
+    """Rows of averaging weights for positions t0 … t0+T−1 over the points at positions 0 … t0+T−1: position
+    t averages positions max(0, t−W) … t−1 equally; position 0 has no earlier token and gets an all-zero row
+    (the gyromidpoint of nothing is the origin)."""
+    t = torch.arange(t0, t0 + T, device=device).unsqueeze(1)
+    s = torch.arange(t0 + T, device=device).unsqueeze(0)
+    w = ((s < t) & (s >= t - W)).float()
+    return w / w.sum(dim=1, keepdim=True).clamp_min(1)
 
 
 class Block(nn.Module):
@@ -168,23 +229,25 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.n_head = config.n_head
         self.reference = config.reference
+        self.reference_window = config.reference_window
         self.residual = config.residual
+        self.geometry_dtype = {"float32": torch.float32, "float64": torch.float64}[config.geometry_dtype]
 
-    def forward(self, v, k=None, stats=None):
-        """v: the stream [B, T, C] in the origin's tangent coordinates; k: κ [H or 1, 1], None for Euclidean."""
+    def forward(self, v, k=None, stats=None, cache=None):
+        """v: the stream [B, T, C] in the origin's tangent coordinates; k: κ [H or 1, 1], None for Euclidean;
+        cache: a dict carrying this block's keys/values and reference points from earlier positions."""
         if k is None:  # the plain nanoGPT block
-            v = v + self.attn(self.ln_1(v))
+            v = v + self.attn(self.ln_1(v), None, cache)
             return v + self.mlp(self.ln_2(v))
         B, T, C = v.shape
+        H = self.n_head
+        k = k.to(self.geometry_dtype)
         clamped = []  # fraction of points each projection moved, for the health metrics
-        x = self._project(geo.expmap0(v.view(B, T, self.n_head, C // self.n_head), k), k, clamped, stats)
-        if self.reference == "prev_token":
-            p = F.pad(x[:, :-1], (0, 0, 0, 0, 1, 0))  # token t−1's point; the origin for t = 0
-        else:
-            p = torch.zeros_like(x)
+        x = self._project(geo.expmap0(v.view(B, T, H, C // H).to(self.geometry_dtype), k), k, clamped, stats)
+        p = self._reference_points(x, k, cache)
         for ln, sublayer in ((self.ln_1, self.attn), (self.ln_2, self.mlp)):
             u = geo.logmap0(geo.mobius_add(-p, x, k), k)
-            f = sublayer(ln(u.view(B, T, C))).view_as(u)
+            f = sublayer(ln(u.view(B, T, C).float()), k, cache).view(B, T, H, C // H)
             if self.residual == "mobius":
                 x = geo.mobius_add(x, geo.mobius_add(p, geo.expmap0(f, k), k), k)
             else:
@@ -193,14 +256,65 @@ class Block(nn.Module):
         if stats is not None:
             with torch.no_grad():
                 radius = (k.abs().sqrt() * x.norm(dim=-1, keepdim=True)).mean()
-            stats.append({"clamped": torch.stack(clamped).mean().item(), "radius": radius.item()})
-        return geo.logmap0(x, k).view(B, T, C)
+            stats.append({"clamped": torch.stack(clamped).float().mean().item(), "radius": radius.item()})
+        return geo.logmap0(x, k).view(B, T, C).float()
+
+    def _reference_points(self, x, k, cache):
+        """The tangent point p_t of every position (x: the block-input points [B, T, H, hs])."""
+        if self.reference == "origin":
+            return torch.zeros_like(x)
+        if self.reference == "prev_token":
+            prev = cache.get("x_last") if cache is not None else None
+            prev = torch.zeros_like(x[:, :1]) if prev is None else prev
+            if cache is not None:
+                cache["x_last"] = x[:, -1:]
+            return torch.cat([prev, x[:, :-1]], dim=1)
+        # 'window': the gyromidpoint of the previous reference_window points
+        W = self.reference_window
+        hist = x if cache is None or "x_hist" not in cache else torch.cat([cache["x_hist"], x], dim=1)
+        t0 = hist.size(1) - x.size(1)
+        if cache is not None:
+            cache["x_hist"] = hist[:, -W:]
+            t0 += cache.get("t_hist", 0)
+            cache["t_hist"] = t0 + x.size(1) - cache["x_hist"].size(1)
+        w = window_weights(t0, x.size(1), W, x.device)[:, -hist.size(1):].to(x.dtype)
+        p = geo.gyromidpoint(hist.transpose(1, 2), w, k.view(-1, 1, 1))  # [B, H, T, hs]
+        return p.transpose(1, 2)
 
     @staticmethod
     def _project(x, k, clamped, stats):
         if stats is not None:
             clamped.append(geo.clamped_fraction(x.detach(), k))
         return geo.project(x, k)
+
+
+class MultiOptimizer:
+    """Several optimizers used as one: step, zero_grad, param_groups (shared dicts, so setting a group's lr
+    reaches the optimizer that owns it) and one state_dict."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):
+        return [g for opt in self.optimizers for g in opt.param_groups]
+
+    def step(self):
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none=True):
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state):
+        if len(state.get("optimizers", [])) != len(self.optimizers):
+            raise ValueError("the optimizer state does not match this optimizer (adamw vs muon?)")
+        for opt, sd in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(sd)
 
 
 class GPT(nn.Module):
@@ -251,22 +365,27 @@ class GPT(nn.Module):
             ks = ks * self.config.n_layer
         return torch.stack(ks).squeeze(-1)
 
-    def forward(self, idx, targets=None, stats=None):
+    def forward(self, idx, targets=None, stats=None, cache=None):
         """Logits [B, T, V] (only the last position when targets is None) and the loss.
-        `stats`, a list, collects each curved block's geometry health (used for logging, not training)."""
+        `stats`, a list, collects each curved block's geometry health (used for logging, not training).
+        `cache`, a dict from `new_cache()`, makes idx the continuation of the tokens it has seen (generation)."""
         B, T = idx.size()
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
-        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)
+        start = cache["pos"] if cache is not None else 0
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         v = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        blocks = cache["blocks"] if cache is not None else [None] * len(self.transformer.h)
         if self.curvature is None:
-            for block in self.transformer.h:
-                v = block(v)
+            for block, c in zip(self.transformer.h, blocks):
+                v = block(v, cache=c)
         else:
             v = v.float()  # the stream stays float32 under autocast: geometry needs the precision
             shared = len(self.curvature) == 1
-            for i, block in enumerate(self.transformer.h):
-                v = block(v, self.curvature[0 if shared else i](), stats)
+            for i, (block, c) in enumerate(zip(self.transformer.h, blocks)):
+                v = block(v, self.curvature[0 if shared else i](), stats, c)
+        if cache is not None:
+            cache["pos"] += T
         x = self.transformer.ln_f(v)
         if targets is not None:
             logits = self.lm_head(x)
@@ -276,6 +395,11 @@ class GPT(nn.Module):
             loss = None
         return logits, loss
 
+    def new_cache(self):
+        """An empty generation cache: per block the keys and values of past positions and the reference
+        points (prev_token: the last position's block-input point; window: the last reference_window)."""
+        return {"pos": 0, "blocks": [{} for _ in self.transformer.h]}
+
     def crop_block_size(self, block_size):
         """Shrink the context (e.g. to finetune or sample a model trained with a longer one)."""
         if block_size > self.config.block_size:
@@ -283,22 +407,34 @@ class GPT(nn.Module):
         self.config.block_size = block_size
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, curvature_lr_mult=1.0):
-        """AdamW; decay on ≥2-D weights only; curvature in its own group (no decay, lr × curvature_lr_mult).
-        Each group carries 'lr_mult', which the training loop's schedule multiplies in."""
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, curvature_lr_mult=1.0,
+                             optimizer="adamw"):
+        """AdamW with decay on ≥2-D weights only and the curvature in its own group (no decay, lr ×
+        curvature_lr_mult). optimizer='muon': torch.optim.Muon for the blocks' 2-D weight matrices (its
+        'match_rms_adamw' scaling lets it share AdamW's learning rate), AdamW for embeddings, head, gains,
+        biases, temperatures and curvature. Each group carries 'lr_mult' for the training loop's schedule."""
+        if optimizer not in ("adamw", "muon"):
+            raise ValueError(f"optimizer={optimizer!r} is not one of ('adamw', 'muon')")
         curv = {id(p) for p in (self.curvature.parameters() if self.curvature is not None else [])}
+        hidden = {id(p) for p in self.transformer.h.parameters() if p.dim() == 2} if optimizer == "muon" else set()
         params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2 and id(p) not in curv]
-        nodecay = [p for p in params if p.dim() < 2 and id(p) not in curv]
+        rest = [p for p in params if id(p) not in curv and id(p) not in hidden]
         groups = [
-            {"params": decay, "weight_decay": weight_decay, "lr_mult": 1.0},
-            {"params": nodecay, "weight_decay": 0.0, "lr_mult": 1.0},
+            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay, "lr_mult": 1.0},
+            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_mult": 1.0},
         ]
         curv_params = [p for p in params if id(p) in curv]
         if curv_params:
             groups.append({"params": curv_params, "weight_decay": 0.0, "lr_mult": curvature_lr_mult})
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+        adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+        if optimizer == "adamw":
+            return adamw
+        if not hasattr(torch.optim, "Muon"):
+            raise ValueError(f"optimizer='muon' needs torch.optim.Muon (torch ≥ 2.9); this is torch {torch.__version__}")
+        muon = torch.optim.Muon([{"params": [p for p in params if id(p) in hidden], "lr_mult": 1.0}],
+                                lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+        return MultiOptimizer(muon, adamw)
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
         """Model FLOPs utilisation from the PaLM formula (6N + 12·L·H·Q·T per token). The geometry ops are
@@ -310,11 +446,24 @@ class GPT(nn.Module):
         return flops_per_iter / dt / peak_flops
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None):
-        """Sample max_new_tokens tokens after idx [B, T], feeding predictions back in (window of block_size)."""
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, use_cache=True):
+        """Sample max_new_tokens tokens after idx [B, T], feeding predictions back in.
+
+        With use_cache, each new token costs one position's work (O(T) attention over cached keys) instead of
+        a forward pass over the whole context (O(T²)). Position embeddings are absolute, so once the context
+        exceeds block_size and must slide, every step re-encodes the last block_size tokens, exactly as
+        without the cache; both paths give the same logits up to float rounding.
+        """
+        cache = None
         for _ in range(max_new_tokens):
-            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size :]
-            logits, _ = self(idx_cond)
+            if use_cache and idx.size(1) <= self.config.block_size:
+                if cache is None:
+                    cache = self.new_cache()
+                    logits, _ = self(idx, cache=cache)
+                else:
+                    logits, _ = self(idx[:, -1:], cache=cache)
+            else:
+                logits, _ = self(idx[:, -self.config.block_size :])
             logits = logits[:, -1, :].float() / temperature
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))

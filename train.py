@@ -55,8 +55,13 @@ curvature_init = -0.05
 curvature_per_head = True
 curvature_shared = False
 reference = "prev_token"
+reference_window = 4
 residual = "tangent"
-# optimizer: AdamW
+attention = "dot"
+aggregate = "tangent"
+geometry_dtype = "float32"
+# optimizer
+optimizer = "adamw"  # 'adamw', or 'muon' (Muon for the blocks' weight matrices, AdamW for the rest)
 learning_rate = 2e-3
 max_iters = 2000
 weight_decay = 0.1
@@ -80,7 +85,8 @@ peak_flops = 0.0  # the accelerator's peak FLOP/s, for MFU in the logs; 0 leaves
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and type(v) in (bool, int, float, str)}
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "curvature", "curvature_init",
-              "curvature_per_head", "curvature_shared", "reference", "residual")
+              "curvature_per_head", "curvature_shared", "reference", "reference_window", "residual", "attention",
+              "aggregate", "geometry_dtype")
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -274,6 +280,9 @@ def train(cfg):
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, map_location=dev)
         check_resume_compatible(ckpt["model_args"], cfg, ckpt_path)
+        if ckpt["config"].get("optimizer", "adamw") != cfg["optimizer"]:
+            raise TrainError(f"cannot resume {ckpt_path}: optimizer={cfg['optimizer']!r} but the checkpoint was "
+                             f"trained with optimizer={ckpt['config'].get('optimizer', 'adamw')!r}")
         model_args = dict(ckpt["model_args"], dropout=cfg["dropout"])
     try:
         model_config = GPTConfig(**model_args)
@@ -281,8 +290,11 @@ def train(cfg):
         raise ConfigError(str(e)) from e
     model = GPT(model_config).to(dev)
     iter_num, best_val_loss, elapsed, run_id = 0, float("inf"), 0.0, None
-    optimizer = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]),
-                                           device_type, cfg["curvature_lr_mult"])
+    try:
+        optimizer = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]),
+                                               device_type, cfg["curvature_lr_mult"], cfg["optimizer"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])

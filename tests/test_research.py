@@ -1,0 +1,223 @@
+"""The research options: distance attention, midpoint aggregation, window reference, float64 geometry,
+the generation cache and Muon."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import geometry as geo
+from model import GPT, GPTConfig, MultiOptimizer
+from test_model import TINY, full_logits, make, tiny_corpus, tokens
+
+MODES = [  # (curvature, reference, residual, attention, aggregate)
+    ("euclidean", "prev_token", "tangent", "distance", "tangent"),
+    ("zero", "prev_token", "tangent", "distance", "midpoint"),
+    ("hyperbolic", "prev_token", "tangent", "distance", "tangent"),
+    ("hyperbolic", "prev_token", "tangent", "distance", "midpoint"),
+    ("hyperbolic", "prev_token", "mobius", "dot", "midpoint"),
+    ("hyperbolic", "window", "tangent", "dot", "tangent"),
+    ("spherical", "window", "mobius", "distance", "midpoint"),
+    ("free", "origin", "mobius", "distance", "tangent"),
+]
+IDS = ["-".join(m) for m in MODES]
+
+
+def make_mode(curvature, reference, residual, attention, aggregate, **kw):
+    return make(curvature, reference, residual, attention=attention, aggregate=aggregate, **kw)
+
+
+def test_distance_attention_at_zero_curvature_is_euclidean_distance_attention():
+    m = make("zero", "origin", "mobius", attention="distance", aggregate="tangent")
+    attn = m.transformer.h[0].attn
+    x = torch.randn(2, 10, 16)
+    with torch.no_grad():
+        attn.log_tau.copy_(torch.tensor([1.0, 2.0]))
+        got = attn(x, torch.zeros(2, 1))
+        q, k, v = attn.c_attn(x).split(16, dim=2)
+        q, k, v = (t.view(2, 10, 2, 8).transpose(1, 2) for t in (q, k, v))
+        d2 = 4 * ((q.unsqueeze(3) - k.unsqueeze(2)) ** 2).sum(-1)  # d_0 = 2‖q − k‖
+        scores = -d2 / torch.tensor([1.0, 2.0]).exp().view(2, 1, 1)
+        scores = scores.masked_fill(~torch.ones(10, 10, dtype=torch.bool).tril(), float("-inf"))
+        y = (F.softmax(scores, -1) @ v).transpose(1, 2).reshape(2, 10, 16)
+        want = attn.c_proj(y)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("attention", ["dot", "distance"])
+def test_midpoint_aggregation_at_zero_curvature_is_the_weighted_mean(attention):
+    a = make("zero", "prev_token", "tangent", attention=attention, aggregate="tangent")
+    b = make("zero", "prev_token", "tangent", attention=attention, aggregate="midpoint")
+    b.load_state_dict(a.state_dict())
+    idx = tokens()
+    torch.testing.assert_close(full_logits(b, idx), full_logits(a, idx), rtol=1e-5, atol=1e-5)
+    # and with curvature the two aggregations are different functions
+    c = make("hyperbolic", "prev_token", "tangent", attention=attention, aggregate="tangent", curvature_init=-1.0)
+    d = make("hyperbolic", "prev_token", "tangent", attention=attention, aggregate="midpoint", curvature_init=-1.0)
+    d.load_state_dict(c.state_dict())
+    assert (full_logits(c, idx) - full_logits(d, idx)).abs().max() > 1e-4
+
+
+def test_dot_attention_explicit_path_matches_sdpa():
+    """aggregate='midpoint' forces the explicit attention path; at κ = 0 it must equal the fused kernel."""
+    a = make("zero", "origin", "mobius", attention="dot", aggregate="tangent")
+    b = make("zero", "origin", "mobius", attention="dot", aggregate="midpoint")
+    b.load_state_dict(a.state_dict())
+    idx = tokens()
+    torch.testing.assert_close(full_logits(b, idx), full_logits(a, idx), rtol=1e-5, atol=1e-5)
+
+
+def test_window_of_one_is_prev_token():
+    a = make("hyperbolic", "prev_token", "tangent")
+    b = make("hyperbolic", "window", "tangent", reference_window=1)
+    b.load_state_dict(a.state_dict())
+    idx = tokens()
+    torch.testing.assert_close(full_logits(b, idx), full_logits(a, idx), rtol=1e-5, atol=1e-5)
+    c = make("hyperbolic", "window", "tangent", reference_window=3)
+    c.load_state_dict(a.state_dict())
+    assert (full_logits(c, idx) - full_logits(a, idx)).abs().max() > 1e-4
+
+
+def test_window_reference_points_are_gyromidpoints_of_the_previous_tokens():
+    m = make("hyperbolic", "window", "tangent", reference_window=3)
+    block = m.transformer.h[0]
+    k = torch.tensor([[-0.5], [-1.0]])
+    x = geo.project(geo.expmap0(torch.randn(2, 6, 2, 8) * 0.3, k), k)
+    p = block._reference_points(x, k, None)
+    assert torch.equal(p[:, 0], torch.zeros_like(p[:, 0]))
+    torch.testing.assert_close(p[:, 1], x[:, 0])
+    for t in range(2, 6):
+        s = max(0, t - 3)
+        pts = x[:, s:t].transpose(1, 2)  # [B, H, n, hs]
+        w = torch.full((1, t - s), 1.0 / (t - s))
+        want = geo.gyromidpoint(pts, w, k.view(2, 1, 1)).squeeze(2)
+        torch.testing.assert_close(p[:, t], want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_causal_and_every_parameter_learns(mode):
+    m = make_mode(*mode)
+    m.eval()
+    idx = tokens(B=2)
+    base = full_logits(m, idx)
+    for t in [0, 6, 13]:
+        changed = idx.clone()
+        changed[:, t + 1 :] = (changed[:, t + 1 :] + 5) % 37
+        assert torch.equal(full_logits(m, changed)[:, : t + 1], base[:, : t + 1])
+    m.train()
+    _, loss = m(tokens(), targets=tokens(seed=2))
+    loss.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_mode_trains(mode):
+    data, vocab = tiny_corpus()
+    m = make_mode(*mode, vocab_size=vocab, n_embd=32, n_head=4)
+    opt = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        ix = torch.randint(len(data) - 17, (8,), generator=g)
+        x = torch.stack([data[i : i + 16] for i in ix])
+        y = torch.stack([data[i + 1 : i + 17] for i in ix])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            _, loss = m(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and sum(losses[-5:]) < 0.7 * sum(losses[:5])
+
+
+def test_geometry_dtype_float64(monkeypatch):
+    a = make("hyperbolic", "window", "tangent", attention="distance", aggregate="midpoint")
+    b = make("hyperbolic", "window", "tangent", attention="distance", aggregate="midpoint", geometry_dtype="float64")
+    b.load_state_dict(a.state_dict())
+    seen = set()
+    real_project = geo.project
+
+    def spy(x, k):
+        seen.add(x.dtype)
+        return real_project(x, k)
+
+    monkeypatch.setattr(geo, "project", spy)
+    idx = tokens()
+    la, lb = full_logits(a, idx), full_logits(b, idx)
+    assert seen == {torch.float32, torch.float64}
+    assert lb.dtype == torch.float32
+    torch.testing.assert_close(la, lb, rtol=1e-4, atol=1e-4)
+    _, loss = b(idx, targets=tokens(seed=3))
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in b.parameters())
+
+
+CACHE_MODES = [("euclidean", "prev_token", "tangent", "dot", "tangent")] + MODES + [
+    ("hyperbolic", "prev_token", "mobius", "dot", "tangent"), ("zero", "origin", "mobius", "dot", "tangent")]
+
+
+@pytest.mark.parametrize("mode", CACHE_MODES, ids=["-".join(m) for m in CACHE_MODES])
+def test_cached_generation_matches_uncached(mode):
+    m = make_mode(*mode)
+    m.eval()
+    idx = tokens(B=2, T=16)
+    # logits at every position, fed one token at a time after a 5-token prefill, equal the full forward's
+    full = full_logits(m, idx)
+    cache = m.new_cache()
+    steps = [m(idx[:, :5], cache=cache)[0]] + [m(idx[:, t : t + 1], cache=cache)[0] for t in range(5, 16)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 4:], rtol=1e-4, atol=1e-4)
+    # same tokens from the same seed, including past block_size (16) where the context slides
+    for seed in (0, 1):
+        a = m.generate(idx[:, :3], 30, top_k=10, generator=torch.Generator().manual_seed(seed), use_cache=True)
+        b = m.generate(idx[:, :3], 30, top_k=10, generator=torch.Generator().manual_seed(seed), use_cache=False)
+        assert torch.equal(a, b)
+
+
+def test_muon_optimizer_groups_training_and_state():
+    m = make("hyperbolic", attention="distance")
+    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon")
+    assert isinstance(opt, MultiOptimizer)
+    muon, adamw = opt.optimizers
+    assert isinstance(muon, torch.optim.Muon)
+    hidden = {id(p) for blk in m.transformer.h for p in blk.parameters() if p.dim() == 2}
+    assert {id(p) for g in muon.param_groups for p in g["params"]} == hidden
+    in_adamw = {id(p) for g in adamw.param_groups for p in g["params"]}
+    assert in_adamw.isdisjoint(hidden) and len(in_adamw | hidden) == len(list(m.parameters()))
+    assert id(m.transformer.wte.weight) in in_adamw and id(m.transformer.h[0].attn.log_tau) in in_adamw
+    for g in opt.param_groups:
+        g["lr"] = 2e-3 * g["lr_mult"]
+    assert muon.param_groups[0]["lr"] == 2e-3  # setting a group's lr reaches the optimizer that owns it
+    data, vocab = tiny_corpus()
+    m = make("hyperbolic", vocab_size=vocab, n_embd=32, n_head=4)
+    opt = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="muon")
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(40):
+        ix = torch.randint(len(data) - 17, (8,), generator=g)
+        _, loss = m(torch.stack([data[i : i + 16] for i in ix]), torch.stack([data[i + 1 : i + 17] for i in ix]))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses) and sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    state = opt.state_dict()
+    fresh = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="muon")
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.optimizers[0].state_dict()["state"][0]["momentum_buffer"],
+                       state["optimizers"][0]["state"][0]["momentum_buffer"])
+    with pytest.raises(ValueError, match="does not match"):
+        fresh.load_state_dict(m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu").state_dict())
+    with pytest.raises(ValueError, match="optimizer='sgd' is not one of"):
+        m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="sgd")
+
+
+@pytest.mark.parametrize("kw, msg", [
+    (dict(attention="cosine"), "attention='cosine' is not one of"),
+    (dict(aggregate="sum"), "aggregate='sum' is not one of"),
+    (dict(geometry_dtype="float16"), "geometry_dtype='float16' is not one of"),
+    (dict(reference="window", reference_window=0), "reference_window must be positive"),
+])
+def test_bad_research_options(kw, msg):
+    with pytest.raises(ValueError, match=msg):
+        GPTConfig(**{**TINY, **kw})
