@@ -6,6 +6,7 @@ Measure what curvature costs, on whatever device is here (no CUDA calls on a CPU
     python bench.py --configs euclidean zero hyperbolic:prev_token:mobius --peak_flops 989e12
     python bench.py --ops                             # microbenchmarks of the geometry functions
     python bench.py --train 500                       # train curved and Euclidean, plot both loss curves
+    python bench.py --generate                        # sampling tokens/s with and without the cache
 
 Timings are forward + backward + AdamW step on random tokens, after warm-up, with the configurations
 alternating round by round so drift in the machine hits all of them alike; the table reports the median.
@@ -27,13 +28,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_spec(spec):
-    """'euclidean' | 'zero' | 'hyperbolic' | 'hyperbolic:prev_token:mobius' → GPTConfig overrides."""
-    parts = spec.split(":")
-    out = {"curvature": parts[0]}
-    if len(parts) > 1:
-        out["reference"] = parts[1]
-    if len(parts) > 2:
-        out["residual"] = parts[2]
+    """'curvature[:reference[:residual]][:key=value...]' → GPTConfig overrides, e.g. 'euclidean',
+    'hyperbolic:prev_token:mobius', 'hyperbolic:prev_token:tangent:attention=distance:aggregate=midpoint'."""
+    out = {}
+    positional = ["curvature", "reference", "residual"]
+    for part in spec.split(":"):
+        if "=" in part:
+            key, value = part.split("=", 1)
+            out[key] = int(value) if value.isdigit() else value
+        else:
+            out[positional.pop(0)] = part
     return out
 
 
@@ -54,8 +58,16 @@ def peak_memory(device, fn):
         return torch.cuda.max_memory_allocated(device) - before
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
+    sys.stderr.flush()
+    saved_stderr = os.dup(2)  # the profiler's C++ side prints start/stop lines to fd 2; keep the table clean
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                fn()
+    finally:
+        os.dup2(saved_stderr, 2)
+        os.close(saved_stderr)
     events = sorted((e.time_range.start, e.self_cpu_memory_usage) for e in prof.events() if e.self_cpu_memory_usage)
     live = peak = 0
     for _, nbytes in events:
@@ -118,7 +130,7 @@ def bench_models(args):
     print(f"\n{args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, batch {args.batch_size} × "
           f"block {args.block_size}, {args.dtype}, device {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; median of {args.rounds} rounds × {args.steps} steps")
-    header = f"| {'configuration':<38} | {'ms/iter':>8} | {'tokens/s':>9} | {'speed vs euclid':>15} | {'peak MiB':>8} | {'mem vs euclid':>13} |"
+    header = f"| {'configuration':<44} | {'ms/iter':>8} | {'tokens/s':>9} | {'speed vs euclid':>15} | {'peak MiB':>8} | {'mem vs euclid':>13} |"
     if args.peak_flops:
         header += "   MFU |"
     print(header)
@@ -127,7 +139,7 @@ def bench_models(args):
     for name, ms, tps, mem, mfu, key in rows:
         speed = f"{ref[key] / ms:.2f}" if key in ref else "-"
         memr = f"{mem / mem_ref[key]:.2f}" if key in mem_ref else "-"
-        line = f"| {name:<38} | {ms:>8.1f} | {tps:>9,.0f} | {speed:>15} | {mem:>8.1f} | {memr:>13} |"
+        line = f"| {name:<44} | {ms:>8.1f} | {tps:>9,.0f} | {speed:>15} | {mem:>8.1f} | {memr:>13} |"
         if args.peak_flops:
             line += f" {mfu * 100:>4.1f}% |"
         print(line)
@@ -140,15 +152,13 @@ def bench_ops(args):
     k = torch.full((H, 1), args.curvature_init, device=device, requires_grad=True)
     x = geo.project(geo.expmap0(torch.randn(B, T, H, D, device=device) * 0.3, k.detach()), k.detach())
     y = geo.project(geo.expmap0(torch.randn(B, T, H, D, device=device) * 0.3, k.detach()), k.detach())
-    kk = k.detach().view(H, 1, 1)
-    xh, yh = x.transpose(1, 2).contiguous(), y.transpose(1, 2).contiguous()  # [B, H, T, D]
     w = torch.softmax(torch.randn(B, H, T, T, device=device), -1)
     ops = {
         "mobius_add": lambda: geo.mobius_add(x, y, k), "expmap0": lambda: geo.expmap0(x, k),
         "logmap0": lambda: geo.logmap0(x, k), "expmap": lambda: geo.expmap(x, y, k),
         "logmap": lambda: geo.logmap(x, y, k), "dist": lambda: geo.dist(x, y, k),
-        "project": lambda: geo.project(x, k), "pairwise_dist [B,H,T,T]": lambda: geo.pairwise_dist(xh, yh, kk),
-        "gyromidpoint [B,H,T,T]": lambda: geo.gyromidpoint(xh, w, kk),
+        "project": lambda: geo.project(x, k), "pairwise_dist [B,H,T,T]": lambda: geo.pairwise_dist(x.transpose(1, 2), y.transpose(1, 2), k.view(H, 1, 1)),
+        "gyromidpoint [B,H,T,T]": lambda: geo.gyromidpoint(x.transpose(1, 2), w, k.view(H, 1, 1)),
         "x + y (reference)": lambda: x + y,
     }
     print(f"\ngeometry ops on [{B}, {T}, {H}, {D}] float32, device {device}: median µs, forward and forward+backward")
@@ -176,6 +186,37 @@ def bench_ops(args):
             t.grad = None
 
 
+def bench_generate(args):
+    """Tokens/s of GPT.generate with and without the KV/reference cache, for each configuration."""
+    device = args.device
+    base = dict(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head,
+                n_embd=args.n_embd, bias=False, dropout=0.0, curvature_init=args.curvature_init)
+    n_new = args.block_size - 1  # stay within the context, where the cache applies
+    print(f"\ngenerate {n_new} tokens after a 1-token prompt, batch 1, {args.n_layer} layers, {args.n_embd} wide, "
+          f"block {args.block_size}, device {device}; median of {args.rounds} runs")
+    print(f"| {'configuration':<44} | {'no cache tok/s':>14} | {'cache tok/s':>11} | {'speed-up':>8} |")
+    print(f"|{'-' * 46}|{'-' * 16}|{'-' * 13}|{'-' * 10}|")
+    for spec in args.configs:
+        over = parse_spec(spec)
+        if over["curvature"] == "spherical":
+            over["curvature_init"] = abs(args.curvature_init)
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(**{**base, **over})).to(device).eval()
+        idx = torch.zeros(1, 1, dtype=torch.long, device=device)
+        rate = {}
+        for use_cache in (False, True):
+            model.generate(idx, 8, use_cache=use_cache)  # warm-up
+            times = []
+            for _ in range(args.rounds):
+                sync(device)
+                t = time.perf_counter()
+                model.generate(idx, n_new, use_cache=use_cache, generator=torch.Generator(device).manual_seed(0))
+                sync(device)
+                times.append(time.perf_counter() - t)
+            rate[use_cache] = n_new / statistics.median(times)
+        print(f"| {spec:<44} | {rate[False]:>14,.0f} | {rate[True]:>11,.0f} | {rate[True] / rate[False]:>7.1f}x |")
+
+
 def bench_train(args):
     """Train the CPU config curved and Euclidean for N iterations with train.py, then plot both."""
     out = args.train_out
@@ -196,6 +237,7 @@ def main(argv=None):
                    help="curvature[:reference[:residual]] per model; 'euclidean' is the reference row")
     p.add_argument("--compile", action="store_true", help="also time each configuration under torch.compile")
     p.add_argument("--ops", action="store_true", help="microbenchmark the geometry functions instead")
+    p.add_argument("--generate", action="store_true", help="time generation with and without the cache")
     p.add_argument("--train", type=int, default=0, help="train curved and Euclidean N iterations and plot")
     p.add_argument("--train_out", default="out-bench-train")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -216,6 +258,8 @@ def main(argv=None):
         return bench_train(args)
     if args.ops:
         return bench_ops(args)
+    if args.generate:
+        return bench_generate(args)
     return bench_models(args)
 
 

@@ -25,6 +25,8 @@ branch is evaluated on an argument clamped into its own region (the series never
 closed form never a small one), so the branch `torch.where` does not select cannot put NaN/Inf into the
 backward pass (0 · ∞ = NaN there). Switching branches on sign(κ) and dividing by √|κ|
 (the usual approach) loses ∂/∂κ to cancellation for |κ| ≲ 1e-4 in float32; this formulation does not.
+T and A are autograd Functions whose derivative comes from the ODEs they satisfy (2zT' = 1 + zT² − T,
+2zA' = 1/(1+z) − A) or the differentiated series, so their backward is a single multiply.
 """
 import functools
 import math
@@ -74,9 +76,10 @@ def _safe_sqrt(s):
 
 
 def _horner(z, coeffs):
+    """Σ coeffs[i]·zⁱ; in place, which is safe because it only runs inside autograd Functions' forward."""
     out = torch.full_like(z, coeffs[-1])
     for c in reversed(coeffs[:-1]):
-        out = out * z + c
+        out.mul_(z).add_(c)
     return out
 
 
@@ -93,26 +96,24 @@ def _t_and_derivative(z):
     small = z.abs() < _SERIES_Z
     # Each branch sees only arguments it is valid for (the series never a large z, the closed form never a
     # small one), so neither can overflow where it is not selected.
-    zs = torch.where(small, z, torch.zeros_like(z))
-    zc = torch.where(small, torch.full_like(z, _SERIES_Z), z)
+    zs = torch.where(small, z, 0.0)
+    zc = torch.where(small, _SERIES_Z, z)
     s = zc.abs().sqrt()
-    saturated = (zc > 0) & (s > _MAX_ANGLE)
-    closed = torch.where(zc > 0, torch.tan(s.clamp_max(_MAX_ANGLE)), torch.tanh(s)) / s
-    dclosed = torch.where(saturated, torch.zeros_like(z), (1 + zc * closed * closed - closed) / (2 * zc))
+    closed = torch.where(zc > 0, torch.tan(s.clamp_max(_MAX_ANGLE)), torch.tanh(s)).div_(s)
+    dclosed = torch.where(zc > _MAX_ANGLE**2, 0.0, (1 + zc * closed * closed - closed).div_(2 * zc))
     return torch.where(small, _horner(zs, _T_COEFFS), closed), torch.where(small, _horner(zs, _DT_COEFFS), dclosed)
 
 
 def _a_and_derivative(z):
     """A(z) and A'(z). A solves 2zA' = 1/(1 + z) − A for either sign of z (atan and artanh alike)."""
     small = z.abs() < _SERIES_Z
-    zs = torch.where(small, z, torch.zeros_like(z))
+    zs = torch.where(small, z, 0.0)
     # κ < 0: −z is capped below 1 (artanh(1) = ∞); past the cap the value is constant, the derivative 0.
     z_min = -(1.0 - _ARTANH_EPS[z.dtype])
-    saturated = z < z_min
-    zc = torch.where(small, torch.full_like(z, _SERIES_Z), z.clamp_min(z_min))
+    zc = torch.where(small, _SERIES_Z, z.clamp_min(z_min))
     s = zc.abs().sqrt()
-    closed = torch.where(zc > 0, torch.atan(s), torch.atanh(s)) / s
-    dclosed = torch.where(saturated, torch.zeros_like(z), (1 / (1 + zc) - closed) / (2 * zc))
+    closed = torch.where(zc > 0, torch.atan(s), torch.atanh(s)).div_(s)
+    dclosed = torch.where(z < z_min, 0.0, ((1 + zc).reciprocal_() - closed).div_(2 * zc))
     return torch.where(small, _horner(zs, _A_COEFFS), closed), torch.where(small, _horner(zs, _DA_COEFFS), dclosed)
 
 
@@ -171,6 +172,46 @@ def lambda_x(x, k):
     return 2.0 / (1.0 + k * _sqnorm(x)).clamp_min(_DEN_EPS[x.dtype])
 
 
+class _MobiusAdd(torch.autograd.Function):
+    """⊕ with a hand-written backward that keeps only x, y, κ (autograd would keep ~5 tensors of x's size per
+    call, the bulk of a curved block's activation memory) and recomputes the scalars ⟨x,y⟩, ‖x‖², ‖y‖²."""
+
+    @staticmethod
+    def forward(ctx, x, y, k):
+        x2, y2 = _sqnorm(x), _sqnorm(y)
+        xy = (x * y).sum(dim=-1, keepdim=True)
+        a = 1 - 2 * k * xy - k * y2
+        b = 1 + k * x2
+        den = (1 - 2 * k * xy + k * k * x2 * y2).clamp_min(_DEN_EPS[x.dtype])
+        ctx.save_for_backward(x, y, k)
+        return (a * x + b * y) / den
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, k = ctx.saved_tensors
+        x2, y2 = _sqnorm(x), _sqnorm(y)
+        xy = (x * y).sum(dim=-1, keepdim=True)
+        a = 1 - 2 * k * xy - k * y2
+        b = 1 + k * x2
+        den_raw = 1 - 2 * k * xy + k * k * x2 * y2
+        den = den_raw.clamp_min(_DEN_EPS[x.dtype])
+        gx, gy = (g * x).sum(dim=-1, keepdim=True), (g * y).sum(dim=-1, keepdim=True)
+        d_a, d_b = gx / den, gy / den  # ∂L/∂a, ∂L/∂b
+        d_den = torch.where(den_raw > den, 0.0, -(a * gx + b * gy) / (den * den))  # 0 where clamped
+        d_xy = -2 * k * (d_a + d_den)
+        d_x2 = k * d_b + k * k * y2 * d_den
+        d_y2 = -k * d_a + k * k * x2 * d_den
+        grad_x = grad_y = grad_k = None
+        if ctx.needs_input_grad[0]:
+            grad_x = ((a / den) * g + d_xy * y + 2 * d_x2 * x).sum_to_size(x.shape).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            grad_y = ((b / den) * g + d_xy * x + 2 * d_y2 * y).sum_to_size(y.shape).to(y.dtype)
+        if ctx.needs_input_grad[2]:
+            grad_k = d_a * (-2 * xy - y2) + d_b * x2 + d_den * (2 * k * x2 * y2 - 2 * xy)
+            grad_k = grad_k.sum_to_size(k.shape).to(k.dtype)
+        return grad_x, grad_y, grad_k
+
+
 @_float32_math
 def mobius_add(x, y, k):
     """Möbius addition x ⊕ y = [(1 − 2κ⟨x,y⟩ − κ‖y‖²) x + (1 + κ‖x‖²) y] / (1 − 2κ⟨x,y⟩ + κ²‖x‖²‖y‖²).
@@ -179,11 +220,7 @@ def mobius_add(x, y, k):
     Clamp: the denominator, which is ≥ (1 − |κ|‖x‖‖y‖)² > 0 inside the κ < 0 ball and vanishes for
     κ > 0 only when y is the antipode of −x, is kept ≥ 1e-12 (float32).
     """
-    x2, y2 = _sqnorm(x), _sqnorm(y)
-    xy = (x * y).sum(dim=-1, keepdim=True)
-    num = (1 - 2 * k * xy - k * y2) * x + (1 + k * x2) * y
-    den = 1 - 2 * k * xy + k * k * x2 * y2
-    return num / den.clamp_min(_DEN_EPS[x.dtype])
+    return _MobiusAdd.apply(x, y, k)
 
 
 @_float32_math

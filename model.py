@@ -20,8 +20,12 @@ added without parallel transport.
 
 Why the stream travels between blocks as logmap0: blocks have different κ, so a point of κ_l-space is not
 a point of κ_{l+1}-space. Crossing through the origin's tangent space, expmap0_{κ_{l+1}}(logmap0_{κ_l}(x)),
-is the one map that keeps distances to the origin and directions and reduces to the identity when the two
-curvatures agree.
+keeps every point's direction and its geodesic distance from the origin (d(0, expmap0(v)) = 2‖v‖ for any κ)
+and is the identity when the two curvatures agree.
+
+Options beyond this (GPTConfig): reference='origin' (p = 0) or 'window' (p = gyromidpoint of the previous
+reference_window points); attention='distance' (scores −d_κ(q, k)²/τ) and aggregate='midpoint' (the
+gyromidpoint of value points) in CausalSelfAttention; geometry_dtype='float64'; a generation cache.
 
 At κ ≡ 0 (curvature='zero') every map is the identity and ⊕ is +, so the block becomes
     u = x − x_{t−1},  x ← x + x_{t−1} + f  (mobius + prev_token: a token-shift model, not nanoGPT)
@@ -245,14 +249,19 @@ class Block(nn.Module):
         clamped = []  # fraction of points each projection moved, for the health metrics
         x = self._project(geo.expmap0(v.view(B, T, H, C // H).to(self.geometry_dtype), k), k, clamped, stats)
         p = self._reference_points(x, k, cache)
-        for ln, sublayer in ((self.ln_1, self.attn), (self.ln_2, self.mlp)):
-            u = geo.logmap0(geo.mobius_add(-p, x, k), k)
+        u = geo.logmap0(geo.mobius_add(-p, x, k), k)
+        for i, (ln, sublayer) in enumerate(((self.ln_1, self.attn), (self.ln_2, self.mlp))):
             f = sublayer(ln(u.view(B, T, C).float()), k, cache).view(B, T, H, C // H)
-            if self.residual == "mobius":
-                x = geo.mobius_add(x, geo.mobius_add(p, geo.expmap0(f, k), k), k)
+            if self.residual == "tangent":
+                # x ← p ⊕ expmap0(u + f), and the next sublayer reads logmap0((−p) ⊕ x) = u + f by left
+                # cancellation ((−p) ⊕ (p ⊕ w) = w): the round trip through the point is skipped.
+                u = u + f
             else:
-                x = geo.mobius_add(p, geo.expmap0(u + f, k), k)
-            x = self._project(x, k, clamped, stats)
+                x = self._project(geo.mobius_add(x, geo.mobius_add(p, geo.expmap0(f, k), k), k), k, clamped, stats)
+                if i == 0:
+                    u = geo.logmap0(geo.mobius_add(-p, x, k), k)
+        if self.residual == "tangent":
+            x = self._project(geo.mobius_add(p, geo.expmap0(u, k), k), k, clamped, stats)
         if stats is not None:
             with torch.no_grad():
                 radius = (k.abs().sqrt() * x.norm(dim=-1, keepdim=True)).mean()

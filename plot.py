@@ -31,17 +31,15 @@ def read_metrics(out_dir):
     return records
 
 
-def plot_loss(runs, path):
-    fig, (ax_it, ax_t) = plt.subplots(1, 2, figsize=(12, 4.5))
-    for name, recs in runs.items():
-        ev = [r for r in recs if "val/loss" in r]
-        if not ev:
-            continue
-        ax_it.plot([r["iter"] for r in ev], [r["val/loss"] for r in ev], marker=".", label=name)
-        ax_t.plot([r["wall"] for r in ev], [r["val/loss"] for r in ev], marker=".", label=name)
-    ax_it.set_xlabel("iteration")
-    ax_t.set_xlabel("wall-clock seconds")
-    for ax in (ax_it, ax_t):
+def plot_loss(runs, path, xaxis="both"):
+    """Val loss against iteration and/or wall-clock seconds (xaxis: 'iter', 'wall' or 'both')."""
+    keys = {"iter": ["iter"], "wall": ["wall"], "both": ["iter", "wall"]}[xaxis]
+    fig, axes = plt.subplots(1, len(keys), figsize=(6 * len(keys), 4.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, recs in runs.items():
+            ev = [r for r in recs if "val/loss" in r]
+            ax.plot([r[key] for r in ev], [r["val/loss"] for r in ev], marker=".", label=name)
+        ax.set_xlabel("iteration" if key == "iter" else "wall-clock seconds")
         ax.set_ylabel("val loss")
         ax.grid(alpha=0.3)
         ax.legend()
@@ -83,6 +81,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dirs", nargs="+", help="training out_dirs holding metrics.jsonl")
     parser.add_argument("--out", default="plot", help="prefix of the PNG files to write")
+    parser.add_argument("--xaxis", choices=["iter", "wall", "both"], default="both",
+                        help="loss against iteration, wall-clock time, or both side by side")
     args = parser.parse_args(argv)
     try:
         runs = {os.path.basename(os.path.normpath(d)): read_metrics(d) for d in args.out_dirs}
@@ -91,7 +91,7 @@ def main(argv=None):
     if os.path.dirname(args.out):
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
     written = [f"{args.out}_loss.png"]
-    plot_loss(runs, written[0])
+    plot_loss(runs, written[0], args.xaxis)
     if plot_curvature(runs, f"{args.out}_curvature.png"):
         written.append(f"{args.out}_curvature.png")
     print("wrote " + ", ".join(written))

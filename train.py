@@ -88,6 +88,7 @@ MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "c
               "curvature_per_head", "curvature_shared", "reference", "reference_window", "residual", "attention",
               "aggregate", "geometry_dtype")
 HERE = os.path.dirname(os.path.abspath(__file__))
+CHECKPOINT_KEYS = ("model", "optimizer", "model_args", "iter_num", "best_val_loss", "elapsed", "config", "ranks")
 
 
 class TrainError(RuntimeError):
@@ -114,10 +115,14 @@ def load_checkpoint(path, map_location="cpu"):
     if not os.path.exists(path):
         raise TrainError(f"no checkpoint at {path} to resume from (train with init_from='scratch' first)")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise TrainError(f"checkpoint {path} is corrupt or truncated and cannot be loaded "
                          f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise TrainError(f"{path} is not a kappaGPT checkpoint (missing {', '.join(missing)})")
+    return ckpt
 
 
 def check_resume_compatible(ckpt_args, cfg, path):
@@ -304,6 +309,8 @@ def train(cfg):
         if len(ranks) == world:  # same world size: every process continues exactly where it stopped
             data.load_state_dict(ranks[rank]["data"])
             torch.set_rng_state(ranks[rank]["torch_rng"])
+            if device_type == "cuda" and "cuda_rng" in ranks[rank]:
+                torch.cuda.set_rng_state(ranks[rank]["cuda_rng"].cpu(), dev)
         else:  # the data order restarts from rank 0's position; sampling noise differs from the original run
             data.load_state_dict(ranks[0]["data"])
             print(f"resuming {len(ranks)}-process checkpoint with {world} processes: not bit-exact")
@@ -330,10 +337,13 @@ def train(cfg):
               f"| world {world} | starting at iter {iter_num}")
 
     def checkpoint(val_loss):
-        ranks = [{"data": data.state_dict(), "torch_rng": torch.get_rng_state()}]
+        mine = {"data": data.state_dict(), "torch_rng": torch.get_rng_state()}
+        if device_type == "cuda":
+            mine["cuda_rng"] = torch.cuda.get_rng_state(dev)
+        ranks = [mine]
         if ddp:  # every rank's data position and RNG, so a resume at the same world size continues exactly
             ranks = [None] * world
-            torch.distributed.all_gather_object(ranks, {"data": data.state_dict(), "torch_rng": torch.get_rng_state()})
+            torch.distributed.all_gather_object(ranks, mine)
         if master:
             save_checkpoint(ckpt_path, {
                 "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": model_args,

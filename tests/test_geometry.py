@@ -398,6 +398,17 @@ def test_gradcheck(k):
         assert torch.autograd.gradcheck(fn, args), fn.__name__
 
 
+def test_gradcheck_with_broadcasting():
+    """Per-head κ [H, 1] and a point broadcast over the batch: the hand-written ⊕ backward must reduce
+    its gradients to each input's shape."""
+    x = (torch.randn(2, 3, 4, dtype=F64) * 0.2).requires_grad_(True)
+    y = (torch.randn(1, 3, 4, dtype=F64) * 0.2).requires_grad_(True)
+    k = torch.tensor([[-1.0], [0.0], [0.7]], dtype=F64, requires_grad=True)
+    for fn in (g.mobius_add, g.expmap, g.logmap, g.dist):
+        assert torch.autograd.gradcheck(fn, (x, y, k)), fn.__name__
+        assert torch.autograd.gradcheck(fn, (y, x, k)), fn.__name__
+
+
 # ---------------------------------------------------------------- bf16 autocast
 
 

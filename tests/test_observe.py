@@ -54,8 +54,11 @@ def test_plot_writes_loss_and_curvature_pngs(runs, tmp_path):
         img = matplotlib.image.imread(path)
         assert img.shape[0] > 200 and img.shape[1] > 400
         assert img.std() > 0.01  # not a blank canvas
-    # Euclidean runs alone have no curvature to plot
-    assert plot.main([str(runs / "euclid"), "--out", str(tmp_path / "e")]) == [str(tmp_path / "e_loss.png")]
+    # Euclidean runs alone have no curvature to plot; one x-axis gives a narrower figure
+    assert plot.main([str(runs / "euclid"), "--out", str(tmp_path / "e"), "--xaxis", "iter"]) == \
+        [str(tmp_path / "e_loss.png")]
+    one, both = matplotlib.image.imread(tmp_path / "e_loss.png"), matplotlib.image.imread(written[0])
+    assert one.shape[0] == both.shape[0] and one.shape[1] < 0.6 * both.shape[1]
     with pytest.raises(SystemExit, match="metrics.jsonl not found"):
         plot.main([str(tmp_path / "nothing")])
 

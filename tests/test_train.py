@@ -206,6 +206,9 @@ def test_resume_errors(char_data, tmp_path):
                                                                                n_layer=3))
     assert "block_size=64 is larger than the checkpoint's 32" in run_error(
         tiny_args(char_data, out, init_from="resume", block_size=64))
+    torch.save({"model": {}, "iter_num": 3}, out / "other.pt")
+    with pytest.raises(train.TrainError, match="other.pt is not a kappaGPT checkpoint \\(missing optimizer, model_args"):
+        train.load_checkpoint(str(out / "other.pt"))
     good = (out / "ckpt.pt").read_bytes()
     (out / "ckpt.pt").write_bytes(good[: len(good) // 2])
     msg = run_error(tiny_args(char_data, out, init_from="resume", max_iters=20))
