@@ -138,8 +138,8 @@ def bench_models(args):
     mem_ref = {r[5]: r[3] for r in rows if r[0].startswith("euclidean")}
     for name, ms, tps, mem, mfu, key in rows:
         speed = f"{ref[key] / ms:.2f}" if key in ref else "-"
-        memr = f"{mem / mem_ref[key]:.2f}" if key in mem_ref else "-"
-        line = f"| {name:<44} | {ms:>8.1f} | {tps:>9,.0f} | {speed:>15} | {mem:>8.1f} | {memr:>13} |"
+        memr = f"{mem / mem_ref[key]:.2f}" if mem_ref.get(key) else "-"
+        line = f"| {name:<44} | {ms:>8.1f} | {tps:>9,.0f} | {speed:>15} | {mem:>8.2f} | {memr:>13} |"
         if args.peak_flops:
             line += f" {mfu * 100:>4.1f}% |"
         print(line)

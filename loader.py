@@ -189,6 +189,9 @@ class CharDataset:
 def open_dataset(data_dir, dataset, block_size, batch_size, rank, world, seed, eval_iters, val_tokens,
                  random_start):
     """Shards if data_dir holds {dataset}_train_*.bin files, else train.bin/val.bin."""
+    if not glob.glob(os.path.join(data_dir, "*.bin")):
+        raise DataError(f"no data in {data_dir} (neither {dataset}_train_*.bin shards nor train.bin/val.bin): "
+                        f"run `python data/{dataset}/prepare.py` first (or set data_dir)")
     if glob.glob(os.path.join(data_dir, f"{dataset}_train_*.bin")):
         return ShardDataset(data_dir, dataset, block_size, batch_size, rank, world, val_tokens, random_start, seed)
     if random_start:

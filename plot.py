@@ -22,12 +22,17 @@ def read_metrics(out_dir):
     path = os.path.join(out_dir, "metrics.jsonl")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} not found: is {out_dir} the out_dir of a training run?")
-    records = []
     with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                records.append(json.loads(line))
+        lines = [line for line in f.read().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # a run killed mid-write leaves a partial last line: skip it
+                print(f"warning: {path}: skipping a truncated last line")
+                continue
+            raise ValueError(f"{path}, line {i + 1}: not JSON") from None
     return records
 
 
@@ -86,7 +91,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         runs = {os.path.basename(os.path.normpath(d)): read_metrics(d) for d in args.out_dirs}
-    except (FileNotFoundError, json.JSONDecodeError) as e:
+    except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     if os.path.dirname(args.out):
         os.makedirs(os.path.dirname(args.out), exist_ok=True)

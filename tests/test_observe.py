@@ -63,6 +63,17 @@ def test_plot_writes_loss_and_curvature_pngs(runs, tmp_path):
         plot.main([str(tmp_path / "nothing")])
 
 
+def test_plot_reads_a_run_killed_mid_write(runs, tmp_path):
+    d = tmp_path / "killed"
+    d.mkdir()
+    text = (runs / "curved" / "metrics.jsonl").read_text()
+    (d / "metrics.jsonl").write_text(text + '{"iter": 25, "val/lo')
+    assert len(plot.read_metrics(str(d))) == len(text.splitlines())
+    (d / "metrics.jsonl").write_text('{"iter": 1\n' + text)
+    with pytest.raises(SystemExit, match="line 1: not JSON"):
+        plot.main([str(d), "--out", str(tmp_path / "x")])
+
+
 def run_train_subprocess(args, env_over, cwd):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update(env_over)

@@ -184,8 +184,16 @@ def run_error(argv):
 
 def test_missing_dataset_names_the_prepare_command(tmp_path):
     msg = run_error(tiny_args(tmp_path / "nodata", tmp_path / "out"))
-    assert msg == (f"error: {tmp_path / 'nodata' / 'train.bin'} not found: run "
-                   f"`python data/shakespeare_char/prepare.py` first (or set data_dir)")
+    assert msg == (f"error: no data in {tmp_path / 'nodata'} (neither shakespeare_char_train_*.bin shards nor "
+                   f"train.bin/val.bin): run `python data/shakespeare_char/prepare.py` first (or set data_dir)")
+    msg = run_error(tiny_args(tmp_path / "nodata", tmp_path / "out", dataset="fineweb"))
+    assert "run `python data/fineweb/prepare.py` first" in msg
+    (tmp_path / "half").mkdir()
+    (tmp_path / "half" / "train.bin").write_bytes(b"\0" * 200)
+    assert run_error(tiny_args(tmp_path / "half", tmp_path / "out")) == (
+        f"error: {tmp_path / 'half' / 'val.bin'} not found: run `python data/shakespeare_char/prepare.py` first "
+        f"(or set data_dir)")
+    assert not (tmp_path / "out").exists()
 
 
 def test_truncated_bin_is_a_clear_error(char_data, tmp_path):
@@ -194,7 +202,11 @@ def test_truncated_bin_is_a_clear_error(char_data, tmp_path):
     for name in ("train.bin", "val.bin", "meta.pkl"):
         (d / name).write_bytes((char_data / name).read_bytes())
     (d / "val.bin").write_bytes((char_data / "val.bin").read_bytes()[:-1])
-    assert "is truncated" in run_error(tiny_args(d, tmp_path / "out"))
+    size = (d / "val.bin").stat().st_size
+    assert run_error(tiny_args(d, tmp_path / "out")) == (
+        f"error: {d / 'val.bin'} is truncated ({size} bytes is not a whole number of uint16 tokens): "
+        f"rerun `python data/shakespeare_char/prepare.py`")
+    assert not (tmp_path / "out").exists()  # a failed start leaves nothing behind
 
 
 def test_resume_errors(char_data, tmp_path):
@@ -202,17 +214,26 @@ def test_resume_errors(char_data, tmp_path):
     assert run_error(tiny_args(char_data, out, init_from="resume")) == \
         f"error: no checkpoint at {out / 'ckpt.pt'} to resume from (train with init_from='scratch' first)"
     train.main(tiny_args(char_data, out, max_iters=10))
-    assert "n_layer=3 but the checkpoint has n_layer=2" in run_error(tiny_args(char_data, out, init_from="resume",
-                                                                               n_layer=3))
-    assert "block_size=64 is larger than the checkpoint's 32" in run_error(
-        tiny_args(char_data, out, init_from="resume", block_size=64))
+    ck = out / "ckpt.pt"
+    assert run_error(tiny_args(char_data, out, init_from="resume", n_layer=3)) == (
+        f"error: cannot resume {ck}: n_layer=3 but the checkpoint has n_layer=2; model options must match the "
+        f"checkpoint")
+    assert run_error(tiny_args(char_data, out, init_from="resume", curvature="spherical", curvature_init=0.5)) == (
+        f"error: cannot resume {ck}: curvature='spherical' but the checkpoint has curvature='hyperbolic'; model "
+        f"options must match the checkpoint")
+    assert run_error(tiny_args(char_data, out, init_from="resume", block_size=64)) == (
+        f"error: block_size=64 is larger than the checkpoint's 32 ({ck}); a model cannot attend beyond the "
+        f"positions it was trained with")
+    assert run_error(tiny_args(char_data, out, init_from="resume", optimizer="muon")) == (
+        f"error: cannot resume {ck}: optimizer='muon' but the checkpoint was trained with optimizer='adamw'")
     torch.save({"model": {}, "iter_num": 3}, out / "other.pt")
     with pytest.raises(train.TrainError, match="other.pt is not a kappaGPT checkpoint \\(missing optimizer, model_args"):
         train.load_checkpoint(str(out / "other.pt"))
     good = (out / "ckpt.pt").read_bytes()
     (out / "ckpt.pt").write_bytes(good[: len(good) // 2])
     msg = run_error(tiny_args(char_data, out, init_from="resume", max_iters=20))
-    assert msg.startswith(f"error: checkpoint {out / 'ckpt.pt'} is corrupt or truncated")
+    assert msg.startswith(f"error: checkpoint {out / 'ckpt.pt'} is corrupt or truncated and cannot be loaded (")
+    assert (out / "ckpt.pt").read_bytes() == good[: len(good) // 2]  # left as it was, for inspection
 
 
 def test_bad_train_options(char_data, tmp_path):
@@ -220,8 +241,16 @@ def test_bad_train_options(char_data, tmp_path):
     assert run_error(tiny_args(char_data, tmp_path, init_from="gpt2")) == \
         "error: init_from='gpt2' is not one of ('scratch', 'resume')"
     assert run_error(["--not_a_key=1"]).startswith("error: unknown config key 'not_a_key' in command line")
-    assert "makes curvature a no-op" in run_error(tiny_args(char_data, tmp_path, reference="origin",
-                                                            residual="tangent"))
+    assert run_error(tiny_args(char_data, tmp_path, reference="origin", residual="tangent")) == (
+        "error: reference='origin' with residual='tangent' makes curvature a no-op (the stream is v ← v + f in "
+        "the origin's tangent space); use residual='mobius' or reference='prev_token'")
+    assert run_error(tiny_args(char_data, tmp_path, curvature="hyperbolic", curvature_init=0.1)) == (
+        "error: curvature='hyperbolic' needs curvature_init < 0, got 0.1")
+    assert run_error(tiny_args(char_data, tmp_path, n_embd=30, n_head=4)) == (
+        "error: n_embd=30 must be divisible by n_head=4")
+    assert run_error(tiny_args(char_data, tmp_path, max_iters=-1)) == "error: max_iters must be ≥ 0, got -1"
+    assert run_error(tiny_args(char_data, tmp_path, optimizer="sgd")) == (
+        "error: optimizer='sgd' is not one of ('adamw', 'muon')")
 
 
 def test_sample_errors(char_data, tmp_path):

@@ -1,0 +1,43 @@
+"""bench.py runs end to end at a tiny size and prints honest tables (speed is measured there, not asserted)."""
+import re
+
+import bench
+
+TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4", "--warmup=1", "--rounds=2",
+        "--steps=1"]
+
+
+def table_rows(text):
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("|") and not line.startswith("|-")]
+
+
+def test_parse_spec():
+    assert bench.parse_spec("euclidean") == {"curvature": "euclidean"}
+    assert bench.parse_spec("hyperbolic:window:mobius:attention=distance:reference_window=2") == {
+        "curvature": "hyperbolic", "reference": "window", "residual": "mobius", "attention": "distance",
+        "reference_window": 2}
+
+
+def test_model_table_has_ratios_to_euclidean(capsys):
+    rows = bench.main(TINY + ["--configs", "euclidean", "hyperbolic:prev_token:tangent", "--peak_flops=1e12"])
+    assert [r[0] for r in rows] == ["euclidean", "hyperbolic:prev_token:tangent"]
+    out = capsys.readouterr().out
+    header, euclid, curved = table_rows(out)
+    assert header[:4] == ["configuration", "ms/iter", "tokens/s", "speed vs euclid"] and header[-1] == "MFU"
+    assert euclid[3] == "1.00" and euclid[5] == "1.00"
+    ms, tps = float(curved[1]), float(curved[2].replace(",", ""))
+    assert abs(ms / 1000 * tps - 4 * 16) < 0.05 * 64  # tokens/s is batch × block per step time
+    assert float(curved[3]) > 0 and float(curved[4]) > 0 and re.fullmatch(r"\d+\.\d%", curved[6])
+
+
+def test_ops_and_generate_tables(capsys):
+    bench.main(TINY + ["--ops"])
+    rows = table_rows(capsys.readouterr().out)
+    names = [r[0] for r in rows[1:]]
+    assert "mobius_add" in names and "pairwise_dist [B,H,T,T]" in names and "x + y (reference)" in names
+    assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows[1:])
+    bench.main(TINY + ["--generate", "--configs", "euclidean", "hyperbolic"])
+    rows = table_rows(capsys.readouterr().out)
+    assert [r[0] for r in rows[1:]] == ["euclidean", "hyperbolic"]
+    assert all(r[3].endswith("x") for r in rows[1:])
