@@ -12,6 +12,7 @@ Timings are forward + backward + AdamW step on random tokens, after warm-up, wit
 alternating round by round so drift in the machine hits all of them alike; the table reports the median.
 """
 import argparse
+import ast
 import os
 import statistics
 import subprocess
@@ -35,7 +36,11 @@ def parse_spec(spec):
     for part in spec.split(":"):
         if "=" in part:
             key, value = part.split("=", 1)
-            out[key] = int(value) if value.isdigit() else value
+            try:
+                out[key] = ast.literal_eval(value)  # numbers and True/False
+            except (ValueError, SyntaxError):
+                out[key] = value
+
         else:
             out[positional.pop(0)] = part
     return out

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 import geometry as geo
 
@@ -69,6 +70,7 @@ class GPTConfig:
     attention: str = "dot"  # one of ATTENTIONS: scaled dot product, or −d_κ(q, k)²/τ
     aggregate: str = "tangent"  # one of AGGREGATES: average values as tangent vectors, or their gyromidpoint
     geometry_dtype: str = "float32"  # 'float32' or 'float64' for the geometry ops (float64 to diagnose)
+    geometry_checkpoint: bool = False  # recompute the block's geometry in backward instead of storing it
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "reference_window"):
@@ -236,6 +238,7 @@ class Block(nn.Module):
         self.reference_window = config.reference_window
         self.residual = config.residual
         self.geometry_dtype = {"float32": torch.float32, "float64": torch.float64}[config.geometry_dtype]
+        self.geometry_checkpoint = config.geometry_checkpoint
 
     def forward(self, v, k=None, stats=None, cache=None):
         """v: the stream [B, T, C] in the origin's tangent coordinates; k: κ [H or 1, 1], None for Euclidean;
@@ -247,9 +250,25 @@ class Block(nn.Module):
         H = self.n_head
         k = k.to(self.geometry_dtype)
         clamped = []  # fraction of points each projection moved, for the health metrics
-        x = self._project(geo.expmap0(v.view(B, T, H, C // H).to(self.geometry_dtype), k), k, clamped, stats)
-        p = self._reference_points(x, k, cache)
-        u = geo.logmap0(geo.mobius_add(-p, x, k), k)
+        # geometry_checkpoint: keep only each geometry step's inputs and recompute the rest in backward
+        recompute = self.geometry_checkpoint and stats is None and cache is None and torch.is_grad_enabled()
+
+        def run(fn, *args):
+            return checkpoint(fn, *args, use_reentrant=False) if recompute else fn(*args)
+
+        def enter(v4, k):
+            x = self._project(geo.expmap0(v4, k), k, clamped, stats)
+            p = self._reference_points(x, k, cache)
+            return x, p, geo.logmap0(geo.mobius_add(-p, x, k), k)
+
+        def mobius_step(x, p, f, k, read):
+            x = self._project(geo.mobius_add(x, geo.mobius_add(p, geo.expmap0(f, k), k), k), k, clamped, stats)
+            return x, (geo.logmap0(geo.mobius_add(-p, x, k), k) if read else None)
+
+        def tangent_exit(p, u, k):
+            return self._project(geo.mobius_add(p, geo.expmap0(u, k), k), k, clamped, stats)
+
+        x, p, u = run(enter, v.view(B, T, H, C // H).to(self.geometry_dtype), k)
         for i, (ln, sublayer) in enumerate(((self.ln_1, self.attn), (self.ln_2, self.mlp))):
             f = sublayer(ln(u.view(B, T, C).float()), k, cache).view(B, T, H, C // H)
             if self.residual == "tangent":
@@ -257,16 +276,14 @@ class Block(nn.Module):
                 # cancellation ((−p) ⊕ (p ⊕ w) = w): the round trip through the point is skipped.
                 u = u + f
             else:
-                x = self._project(geo.mobius_add(x, geo.mobius_add(p, geo.expmap0(f, k), k), k), k, clamped, stats)
-                if i == 0:
-                    u = geo.logmap0(geo.mobius_add(-p, x, k), k)
+                x, u = run(mobius_step, x, p, f, k, i == 0)  # only the MLP still needs to read x
         if self.residual == "tangent":
-            x = self._project(geo.mobius_add(p, geo.expmap0(u, k), k), k, clamped, stats)
+            x = run(tangent_exit, p, u, k)
         if stats is not None:
             with torch.no_grad():
                 radius = (k.abs().sqrt() * x.norm(dim=-1, keepdim=True)).mean()
             stats.append({"clamped": torch.stack(clamped).float().mean().item(), "radius": radius.item()})
-        return geo.logmap0(x, k).view(B, T, C).float()
+        return run(geo.logmap0, x, k).view(B, T, C).float()
 
     def _reference_points(self, x, k, cache):
         """The tangent point p_t of every position (x: the block-input points [B, T, H, hs])."""

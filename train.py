@@ -60,6 +60,7 @@ residual = "tangent"
 attention = "dot"
 aggregate = "tangent"
 geometry_dtype = "float32"
+geometry_checkpoint = False
 # optimizer
 optimizer = "adamw"  # 'adamw', or 'muon' (Muon for the blocks' weight matrices, AdamW for the rest)
 learning_rate = 2e-3
@@ -86,7 +87,8 @@ peak_flops = 0.0  # the accelerator's peak FLOP/s, for MFU in the logs; 0 leaves
 DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and type(v) in (bool, int, float, str)}
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "curvature", "curvature_init",
               "curvature_per_head", "curvature_shared", "reference", "reference_window", "residual", "attention",
-              "aggregate", "geometry_dtype")
+              "aggregate", "geometry_dtype", "geometry_checkpoint")
+RESUME_MAY_CHANGE = ("dropout", "geometry_checkpoint")  # model options that leave the function unchanged
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKPOINT_KEYS = ("model", "optimizer", "model_args", "iter_num", "best_val_loss", "elapsed", "config", "ranks")
 
@@ -128,8 +130,8 @@ def load_checkpoint(path, map_location="cpu"):
 def check_resume_compatible(ckpt_args, cfg, path):
     """Resuming with another model shape or geometry would silently train a different model."""
     for key in MODEL_KEYS:
-        if key == "dropout":
-            continue  # dropout may change between runs
+        if key in RESUME_MAY_CHANGE:
+            continue
         if key in ckpt_args and ckpt_args[key] != cfg[key]:
             if key == "block_size" and cfg[key] > ckpt_args[key]:
                 raise TrainError(f"block_size={cfg[key]} is larger than the checkpoint's {ckpt_args[key]} "
@@ -288,7 +290,7 @@ def train(cfg):
         if ckpt["config"].get("optimizer", "adamw") != cfg["optimizer"]:
             raise TrainError(f"cannot resume {ckpt_path}: optimizer={cfg['optimizer']!r} but the checkpoint was "
                              f"trained with optimizer={ckpt['config'].get('optimizer', 'adamw')!r}")
-        model_args = dict(ckpt["model_args"], dropout=cfg["dropout"])
+        model_args = dict(ckpt["model_args"], **{k: cfg[k] for k in RESUME_MAY_CHANGE})
     try:
         model_config = GPTConfig(**model_args)
     except ValueError as e:  # an invalid combination of model options

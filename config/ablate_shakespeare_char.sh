@@ -20,4 +20,4 @@ run zero-prev-tangent  --curvature=zero --reference=prev_token --residual=tangen
 run hyp-prev-mobius    --curvature=hyperbolic --reference=prev_token --residual=mobius
 run hyp-prev-tangent   --curvature=hyperbolic --reference=prev_token --residual=tangent
 run hyp-origin-mobius  --curvature=hyperbolic --reference=origin --residual=mobius
-"$PY" plot.py "$OUT"/euclid "$OUT"/zero-* "$OUT"/hyp-* --out "$OUT"/ablation
+"$PY" plot.py "$OUT"/euclid "$OUT"/zero-* "$OUT"/hyp-* --out "$OUT"/ablation --xaxis iter

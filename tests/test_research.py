@@ -221,3 +221,29 @@ def test_muon_optimizer_groups_training_and_state():
 def test_bad_research_options(kw, msg):
     with pytest.raises(ValueError, match=msg):
         GPTConfig(**{**TINY, **kw})
+
+
+@pytest.mark.parametrize("residual", ["tangent", "mobius"])
+def test_geometry_checkpoint_same_gradients_less_memory(residual):
+    import bench
+
+    a = make("hyperbolic", "window", residual, n_embd=32, n_head=4)
+    b = make("hyperbolic", "window", residual, n_embd=32, n_head=4, geometry_checkpoint=True)
+    b.load_state_dict(a.state_dict())
+    x, y = tokens(B=4), tokens(B=4, seed=9)
+
+    def step(m):
+        m.zero_grad()
+        _, loss = m(x, y)
+        loss.backward()
+        return loss
+
+    la, lb = step(a), step(b)
+    assert la.item() == lb.item()
+    for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
+        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-6, atol=1e-7, msg=name)
+    # fewer bytes alive at the peak of a training step (the CPU profiler's allocation events, as bench.py)
+    assert bench.peak_memory("cpu", lambda: step(b)) < 0.9 * bench.peak_memory("cpu", lambda: step(a))
+    # evaluation and generation never recompute
+    with torch.no_grad():
+        torch.testing.assert_close(full_logits(a, x), full_logits(b, x))
