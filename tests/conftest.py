@@ -1,10 +1,25 @@
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+          "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 30
+
+
+@pytest.fixture(scope="session")
+def char_data(tmp_path_factory):
+    """A tiny character corpus prepared by the real prepare script: train.bin, val.bin, meta.pkl."""
+    d = tmp_path_factory.mktemp("char")
+    src = d / "input.txt"
+    src.write_text(CORPUS)
+    subprocess.run([sys.executable, os.path.join(ROOT, "data/shakespeare_char/prepare.py"), "--input", str(src),
+                    "--out_dir", str(d)], check=True, capture_output=True)
+    return d
 GPT2_URLS = {
     "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
     "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",

@@ -3,7 +3,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import geometry as geo
 from model import GPT, GPTConfig
@@ -85,28 +84,36 @@ def test_curvature_changes_the_function():
     assert diff > 1e-3
 
 
-@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(m))
-def test_causal(mode):
-    model = make(*mode)
+def assert_causal(model, positions=(0, 5, 14)):
+    """Changing tokens after position t never changes the logits at positions ≤ t (exactly)."""
     model.eval()
     idx = tokens(B=2)
     base = full_logits(model, idx)
-    for t in [0, 5, 14]:
+    for t in positions:
         changed = idx.clone()
         changed[:, t + 1 :] = (changed[:, t + 1 :] + 7) % 37
         out = full_logits(model, changed)
         assert torch.equal(out[:, : t + 1], base[:, : t + 1]), f"future tokens leaked into position ≤ {t}"
         assert not torch.equal(out[:, t + 1 :], base[:, t + 1 :])
+    model.train()
 
 
-@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(m))
-def test_every_parameter_gets_a_gradient(mode):
-    model = make(*mode)
+def assert_every_parameter_learns(model):
     _, loss = model(tokens(), targets=tokens(seed=2))
     loss.backward()
     for name, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), name
         assert p.grad.abs().sum() > 0, f"{name} gets a zero gradient"
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(m))
+def test_causal(mode):
+    assert_causal(make(*mode))
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(m))
+def test_every_parameter_gets_a_gradient(mode):
+    assert_every_parameter_learns(make(*mode))
 
 
 def test_curvature_parameters_per_head_per_block_and_shared():
@@ -213,15 +220,13 @@ def tiny_corpus():
     return torch.tensor([chars.index(c) for c in text]), len(chars)
 
 
-@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(m))
-def test_every_mode_trains(mode, autocast):
-    data, vocab = tiny_corpus()
-    model = make(*mode, vocab_size=vocab, n_embd=32, n_head=4)
-    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", curvature_lr_mult=1.0)
+def train_losses(model, steps, autocast=False, optimizer="adamw"):
+    """Train `model` (built with the tiny corpus's vocabulary) for `steps` steps; return the losses."""
+    data, _ = tiny_corpus()
+    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer=optimizer)
     g = torch.Generator().manual_seed(0)
     losses = []
-    for _ in range(50):
+    for _ in range(steps):
         ix = torch.randint(len(data) - 17, (8,), generator=g)
         x = torch.stack([data[i : i + 16] for i in ix])
         y = torch.stack([data[i + 1 : i + 17] for i in ix])
@@ -232,5 +237,13 @@ def test_every_mode_trains(mode, autocast):
         opt.step()
         losses.append(loss.item())
     assert all(math.isfinite(l) for l in losses)
+    return losses, opt
+
+
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(m))
+def test_every_mode_trains(mode, autocast):
+    model = make(*mode, vocab_size=tiny_corpus()[1], n_embd=32, n_head=4)
+    losses, _ = train_losses(model, 50, autocast)
     assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5, losses[::10]
     assert torch.isfinite(model.kappas()).all()

@@ -1,14 +1,13 @@
 """The research options: distance attention, midpoint aggregation, window reference, float64 geometry,
 the generation cache and Muon."""
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 import geometry as geo
-from model import GPT, GPTConfig, MultiOptimizer
-from test_model import TINY, full_logits, make, tiny_corpus, tokens
+from model import GPTConfig, MultiOptimizer
+from test_model import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
+                        train_losses)
 
 MODES = [  # (curvature, reference, residual, attention, aggregate)
     ("euclidean", "prev_token", "tangent", "distance", "tangent"),
@@ -97,38 +96,14 @@ def test_window_reference_points_are_gyromidpoints_of_the_previous_tokens():
 @pytest.mark.parametrize("mode", MODES, ids=IDS)
 def test_causal_and_every_parameter_learns(mode):
     m = make_mode(*mode)
-    m.eval()
-    idx = tokens(B=2)
-    base = full_logits(m, idx)
-    for t in [0, 6, 13]:
-        changed = idx.clone()
-        changed[:, t + 1 :] = (changed[:, t + 1 :] + 5) % 37
-        assert torch.equal(full_logits(m, changed)[:, : t + 1], base[:, : t + 1])
-    m.train()
-    _, loss = m(tokens(), targets=tokens(seed=2))
-    loss.backward()
-    for name, p in m.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert_causal(m)
+    assert_every_parameter_learns(m)
 
 
 @pytest.mark.parametrize("mode", MODES, ids=IDS)
 def test_mode_trains(mode):
-    data, vocab = tiny_corpus()
-    m = make_mode(*mode, vocab_size=vocab, n_embd=32, n_head=4)
-    opt = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu")
-    g = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(40):
-        ix = torch.randint(len(data) - 17, (8,), generator=g)
-        x = torch.stack([data[i : i + 16] for i in ix])
-        y = torch.stack([data[i + 1 : i + 17] for i in ix])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            _, loss = m(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert all(math.isfinite(v) for v in losses) and sum(losses[-5:]) < 0.7 * sum(losses[:5])
+    losses, _ = train_losses(make_mode(*mode, vocab_size=tiny_corpus()[1], n_embd=32, n_head=4), 40, autocast=True)
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5])
 
 
 def test_geometry_dtype_float64(monkeypatch):
@@ -188,19 +163,9 @@ def test_muon_optimizer_groups_training_and_state():
     for g in opt.param_groups:
         g["lr"] = 2e-3 * g["lr_mult"]
     assert muon.param_groups[0]["lr"] == 2e-3  # setting a group's lr reaches the optimizer that owns it
-    data, vocab = tiny_corpus()
-    m = make("hyperbolic", vocab_size=vocab, n_embd=32, n_head=4)
-    opt = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="muon")
-    g = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(40):
-        ix = torch.randint(len(data) - 17, (8,), generator=g)
-        _, loss = m(torch.stack([data[i : i + 16] for i in ix]), torch.stack([data[i + 1 : i + 17] for i in ix]))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert all(math.isfinite(v) for v in losses) and sum(losses[-5:]) < 0.8 * sum(losses[:5])
+    m = make("hyperbolic", vocab_size=tiny_corpus()[1], n_embd=32, n_head=4)
+    losses, opt = train_losses(m, 40, optimizer="muon")
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
     state = opt.state_dict()
     fresh = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="muon")
     fresh.load_state_dict(state)

@@ -14,22 +14,7 @@ import sample
 import train
 from configurator import ConfigError, configure
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "data", "shakespeare_char"))
-import prepare as char_prepare  # noqa: E402
-
-CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
-          "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 30
-
-
-@pytest.fixture(scope="module")
-def char_data(tmp_path_factory):
-    d = tmp_path_factory.mktemp("char")
-    src = d / "input.txt"
-    src.write_text(CORPUS)
-    subprocess.run([sys.executable, os.path.join(ROOT, "data/shakespeare_char/prepare.py"), "--input", str(src),
-                    "--out_dir", str(d)], check=True, capture_output=True)
-    return d
+from conftest import CORPUS, ROOT
 
 
 def tiny_args(data_dir, out_dir, **over):
