@@ -89,13 +89,15 @@ def wandb_files(out_dir):
 
 def test_wandb_offline_logs_curvature_and_resume_continues_the_run(runs, tmp_path):
     out = tmp_path / "wb"
-    common = dict(max_iters=10, eval_interval=5, log_interval=5, wandb_log=True)
+    common = dict(max_iters=10, eval_interval=5, log_interval=5, wandb_log=True, wandb_project="kappa-test-proj",
+                  wandb_run_name="kappa-test-run")
     run_train_subprocess(tiny_args(runs / "data", out, **common), {"WANDB_MODE": "offline"}, tmp_path)
     files = wandb_files(out)
     assert len(files) == 1
     blob = open(files[0], "rb").read()
     for key in (b"curvature/block0/head0", b"curvature/block1/head1", b"curvature/block1/mean", b"val/loss",
-                b"train/loss", b"geometry/block0/clamped", b"tokens_per_sec", b"grad_norm"):
+                b"train/loss", b"geometry/block0/clamped", b"tokens_per_sec", b"grad_norm", b"kappa-test-proj",
+                b"kappa-test-run"):
         assert key in blob, key
     import torch
 

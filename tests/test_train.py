@@ -156,6 +156,16 @@ def test_compiled_model_checkpoint_has_plain_names(char_data, tmp_path, monkeypa
     assert train.main(tiny_args(char_data, out, max_iters=12, init_from="resume", compile=True))["iter_num"] == 12
 
 
+def test_optimizer_hyperparameters_reach_the_optimizer(char_data, tmp_path):
+    out = tmp_path / "betas"
+    train.main(tiny_args(char_data, out, max_iters=2, eval_interval=2, beta1=0.8, beta2=0.9, weight_decay=0.05,
+                         curvature_lr_mult=3.0, decay_lr=False, learning_rate=1e-3))
+    groups = final_state(out)["optimizer"]["param_groups"]
+    assert all(g["betas"] == (0.8, 0.9) for g in groups)
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0, 0.0]
+    assert [g["lr"] for g in groups] == pytest.approx([1e-3, 1e-3, 3e-3])
+
+
 def test_bf16_autocast_training_on_cpu(char_data, tmp_path):
     s = train.main(tiny_args(char_data, tmp_path / "bf16", max_iters=10, dtype="bfloat16"))
     assert np.isfinite(s["val_loss"]) and s["val_loss"] < 4.0
