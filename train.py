@@ -359,8 +359,9 @@ def train(cfg):
     def on_signal(signum, frame):  # finish the current step, save, exit cleanly
         stop["signal"] = signum
 
+    # every process listens (torchrun forwards SIGTERM to all of them); under DDP they agree on when to stop
     previous_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
-        if master and not ddp and _main_thread() else {}
+        if _main_thread() else {}
 
     start_iter = iter_num
     nonfinite_run = nonfinite_steps = 0
@@ -391,8 +392,7 @@ def train(cfg):
                 improved = losses["val"] < best_val_loss
                 best_val_loss = min(best_val_loss, losses["val"])
                 if iter_num > start_iter and (improved or cfg["always_save_checkpoint"]):
-                    elapsed_now = elapsed + time.time() - t0
-                    elapsed, t0 = elapsed_now, time.time()
+                    elapsed, t0 = elapsed + time.time() - t0, time.time()  # wall time so far, kept across resumes
                     checkpoint(losses["val"])
             if is_last or (iter_num == start_iter and cfg["eval_only"]):
                 break
@@ -447,8 +447,14 @@ def train(cfg):
                     metrics.update(curvature_metrics(raw_model, []))
                 print(line)
                 logger.log(iter_num, metrics)
-            if stop["signal"] is not None:
-                print(f"signal {stop['signal']}: saving a checkpoint at iter {iter_num} and exiting")
+            stop_now = stop["signal"] is not None
+            if ddp:  # a signal may reach the processes a step apart: stop together at the first one's step
+                flag = torch.tensor(float(stop_now), device=dev)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                stop_now = flag.item() > 0
+            if stop_now:
+                if master:
+                    print(f"stop signal received: saving a checkpoint at iter {iter_num} and exiting")
                 elapsed, t0 = elapsed + time.time() - t0, time.time()
                 checkpoint(float("nan"))
                 break

@@ -159,3 +159,26 @@ def test_single_process_equals_two_process_ddp_and_ddp_resumes(shards, tmp_path)
     assert a["iter_num"] == b["iter_num"] == 6 and a["val_loss"] == b["val_loss"]
     for name in a["model"]:
         assert torch.equal(a["model"][name], b["model"][name]), name
+
+
+def test_sigterm_to_torchrun_saves_once_and_resumes(shards, tmp_path):
+    """Preemption: SIGTERM to the launcher reaches every process; they agree on one step, save, and exit."""
+    import signal
+
+    out = tmp_path / "term"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           os.path.join(ROOT, "train.py"), *fineweb_args(shards[0], out, max_iters=100_000, eval_interval=100_000)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                            env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1"))
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith("iter 3:"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    output = "".join(seen) + proc.communicate(timeout=120)[0]
+    saved = torch.load(out / "ckpt.pt", weights_only=True)
+    assert f"saving a checkpoint at iter {saved['iter_num']} and exiting" in output, output[-3000:]
+    assert saved["iter_num"] >= 3 and len(saved["ranks"]) == 2
+    resumed = torchrun(fineweb_args(shards[0], out, max_iters=saved["iter_num"] + 2, init_from="resume"))
+    assert f"starting at iter {saved['iter_num']}" in resumed
