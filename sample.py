@@ -9,13 +9,12 @@ Character-level checkpoints carry their vocabulary; other checkpoints decode wit
 """
 import os
 import sys
-from contextlib import nullcontext
 
 import torch
 
 from configurator import ConfigError, configure
 from model import GPT, GPTConfig
-from train import TrainError, load_checkpoint
+from train import TrainError, load_checkpoint, precision, resolve_device
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = "out-shakespeare-char-cpu"
@@ -77,13 +76,8 @@ def sample(cfg):
             raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     if cfg["temperature"] <= 0:
         raise ConfigError(f"temperature must be positive, got {cfg['temperature']}")
-    dev = cfg["device"] if cfg["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    device_type = "cuda" if dev.startswith("cuda") else "cpu"
-    dtype = cfg["dtype"]
-    if dtype == "auto":
-        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    dev = resolve_device(cfg["device"])
+    _, ctx = precision(cfg["dtype"], "cuda" if dev.startswith("cuda") else "cpu")
 
     ckpt = load_checkpoint(os.path.join(cfg["out_dir"], "ckpt.pt"), map_location=dev)
     model = GPT(GPTConfig(**ckpt["model_args"]))

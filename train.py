@@ -170,6 +170,21 @@ def validate(cfg):
             raise ConfigError(f"{key}={cfg[key]!r} is not one of {allowed}")
 
 
+def resolve_device(device):
+    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
+    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def precision(dtype, device_type):
+    """The compute dtype ('auto' → bfloat16 on GPUs that support it, else float32) and its autocast context."""
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype == "auto":
+        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    if dtype not in dtypes:
+        raise ConfigError(f"dtype={dtype!r} is not one of ('auto', 'float32', 'bfloat16', 'float16')")
+    return dtype, nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=dtypes[dtype])
+
+
 def kappa_summary(kappas):
     return f"κ {kappas.mean():+.4f} [{kappas.min():+.4f}, {kappas.max():+.4f}]"
 
@@ -247,7 +262,7 @@ def train(cfg):
     """Run one training job described by the config dict `cfg`; returns a summary for scripts and tests."""
     validate(cfg)
     ddp = int(os.environ.get("RANK", -1)) != -1
-    dev = cfg["device"] if cfg["device"] != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(cfg["device"])
     if ddp:
         import torch.distributed as dist
 
@@ -265,12 +280,7 @@ def train(cfg):
     master = rank == 0
     grad_accum = cfg["gradient_accumulation_steps"] // world
     device_type = "cuda" if dev.startswith("cuda") else "cpu"
-    if cfg["dtype"] == "auto":
-        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    else:
-        dtype = cfg["dtype"]
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
-    autocast = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    dtype, autocast = precision(cfg["dtype"], device_type)
     torch.manual_seed(cfg["seed"] + rank)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

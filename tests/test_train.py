@@ -261,6 +261,7 @@ def test_sample_errors(char_data, tmp_path):
                                       f"{len(set(CORPUS))}-character vocabulary: 'H' (U+0048), 'é' (U+00E9)")
     assert err(f"--start=FILE:{tmp_path / 'nope.txt'}") == f"error: prompt file not found: {tmp_path / 'nope.txt'}"
     assert err("--temperature=0") == "error: temperature must be positive, got 0.0"
+    assert err("--dtype=fp8") == "error: dtype='fp8' is not one of ('auto', 'float32', 'bfloat16', 'float16')"
     (tmp_path / "p.txt").write_text("Speak")
     with pytest.raises(SystemExit) as e:
         sample.main([f"--out_dir={tmp_path / 'empty'}"])
