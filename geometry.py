@@ -177,27 +177,26 @@ class _MobiusAdd(torch.autograd.Function):
     call, the bulk of a curved block's activation memory) and recomputes the scalars ⟨x,y⟩, ‖x‖², ‖y‖²."""
 
     @staticmethod
-    def forward(ctx, x, y, k):
+    def _terms(x, y, k):
+        """‖x‖², ‖y‖², ⟨x,y⟩, the coefficients a, b of x and y, and the unclamped denominator."""
         x2, y2 = _sqnorm(x), _sqnorm(y)
         xy = (x * y).sum(dim=-1, keepdim=True)
-        a = 1 - 2 * k * xy - k * y2
-        b = 1 + k * x2
-        den = (1 - 2 * k * xy + k * k * x2 * y2).clamp_min(_DEN_EPS[x.dtype])
+        return x2, y2, xy, 1 - 2 * k * xy - k * y2, 1 + k * x2, 1 - 2 * k * xy + k * k * x2 * y2
+
+    @staticmethod
+    def forward(ctx, x, y, k):
+        _, _, _, a, b, den_raw = _MobiusAdd._terms(x, y, k)
         ctx.save_for_backward(x, y, k)
-        return (a * x + b * y) / den
+        return (a * x + b * y) / den_raw.clamp_min(_DEN_EPS[x.dtype])
 
     @staticmethod
     def backward(ctx, g):
         x, y, k = ctx.saved_tensors
-        x2, y2 = _sqnorm(x), _sqnorm(y)
-        xy = (x * y).sum(dim=-1, keepdim=True)
-        a = 1 - 2 * k * xy - k * y2
-        b = 1 + k * x2
-        den_raw = 1 - 2 * k * xy + k * k * x2 * y2
+        x2, y2, xy, a, b, den_raw = _MobiusAdd._terms(x, y, k)
         den = den_raw.clamp_min(_DEN_EPS[x.dtype])
         gx, gy = (g * x).sum(dim=-1, keepdim=True), (g * y).sum(dim=-1, keepdim=True)
         d_a, d_b = gx / den, gy / den  # ∂L/∂a, ∂L/∂b
-        d_den = torch.where(den_raw > den, 0.0, -(a * gx + b * gy) / (den * den))  # 0 where clamped
+        d_den = torch.where(den_raw < den, 0.0, -(a * gx + b * gy) / (den * den))  # 0 where clamped
         d_xy = -2 * k * (d_a + d_den)
         d_x2 = k * d_b + k * k * y2 * d_den
         d_y2 = -k * d_a + k * k * x2 * d_den

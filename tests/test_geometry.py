@@ -409,6 +409,25 @@ def test_gradcheck_with_broadcasting():
         assert torch.autograd.gradcheck(fn, (y, x, k)), fn.__name__
 
 
+def test_mobius_add_backward_matches_autograd_where_the_denominator_is_clamped():
+    """κ > 0 and y the antipode of −x: ⊕'s denominator is 0 and clamped. The hand-written backward must treat
+    the clamp as autograd does (no gradient through the clamped denominator)."""
+
+    def reference(x, y, k):  # the docstring formula, differentiated by autograd
+        x2, y2, xy = (x * x).sum(-1, keepdim=True), (y * y).sum(-1, keepdim=True), (x * y).sum(-1, keepdim=True)
+        den = (1 - 2 * k * xy + k * k * x2 * y2).clamp_min(1e-30)
+        return ((1 - 2 * k * xy - k * y2) * x + (1 + k * x2) * y) / den
+
+    x = torch.tensor([[0.5, 0.0], [0.3, 0.1]], dtype=F64, requires_grad=True)
+    y = torch.tensor([[2.0, 1e-16], [-0.2, 0.4]], dtype=F64, requires_grad=True)  # row 0: den rounds to 0
+    k = torch.tensor(1.0, dtype=F64, requires_grad=True)
+    w = torch.tensor([[0.3, -0.7], [1.1, 0.2]], dtype=F64)
+    got = torch.autograd.grad((g.mobius_add(x, y, k) * w).sum(), [x, y, k])
+    want = torch.autograd.grad((reference(x, y, k) * w).sum(), [x, y, k])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=0)
+
+
 # ---------------------------------------------------------------- bf16 autocast
 
 
