@@ -143,6 +143,11 @@ class Curvature(nn.Module):
         return self.raw
 
 
+def causal_mask(T, Tk, device):
+    """[T, Tk] booleans, True where query i (at position Tk − T + i, after any cached keys) may see key j."""
+    return torch.ones(T, Tk, dtype=torch.bool, device=device).tril(diagonal=Tk - T)
+
+
 class CausalSelfAttention(nn.Module):
     """Causal self-attention on tangent vectors. attention='dot' is ordinary scaled dot-product attention;
     'distance' scores a query/key pair by −d_κ(q, k)²/τ with q, k mapped into the head's κ-space and τ a
@@ -182,9 +187,8 @@ class CausalSelfAttention(nn.Module):
         if self.attention == "dot" and self.aggregate == "tangent":  # the fused kernel
             if T == Tk:
                 y = F.scaled_dot_product_attention(q, key, v, dropout_p=dropout, is_causal=True)
-            else:  # new queries after cached keys: query i sits at position Tk − T + i
-                mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
-                y = F.scaled_dot_product_attention(q, key, v, attn_mask=mask, dropout_p=dropout)
+            else:
+                y = F.scaled_dot_product_attention(q, key, v, attn_mask=causal_mask(T, Tk, x.device), dropout_p=dropout)
         else:
             kappa = torch.zeros(1, 1, 1, device=x.device) if k is None else k.view(-1, 1, 1)
             if self.attention == "distance":
@@ -193,8 +197,7 @@ class CausalSelfAttention(nn.Module):
                 scores = -geo.pairwise_dist(qp, kp, kappa).square() / self.log_tau.exp().view(H, 1, 1)
             else:
                 scores = (q @ key.transpose(-1, -2)).float() / math.sqrt(C // H)
-            mask = torch.ones(T, Tk, dtype=torch.bool, device=x.device).tril(diagonal=Tk - T)
-            att = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
+            att = F.softmax(scores.masked_fill(~causal_mask(T, Tk, x.device), float("-inf")), dim=-1)
             att = F.dropout(att, p=dropout, training=self.training)
             if self.aggregate == "midpoint":
                 vp = geo.project(geo.expmap0(v, kappa), kappa)
@@ -297,13 +300,11 @@ class Block(nn.Module):
             return torch.cat([prev, x[:, :-1]], dim=1)
         # 'window': the gyromidpoint of the previous reference_window points
         W = self.reference_window
-        hist = x if cache is None or "x_hist" not in cache else torch.cat([cache["x_hist"], x], dim=1)
-        t0 = hist.size(1) - x.size(1)
+        seen = cache.get("seen", 0) if cache is not None else 0  # positions before x's first one
+        hist = torch.cat([cache["x_hist"], x], dim=1) if seen else x  # the last ≤ W earlier points, then x
         if cache is not None:
-            cache["x_hist"] = hist[:, -W:]
-            t0 += cache.get("t_hist", 0)
-            cache["t_hist"] = t0 + x.size(1) - cache["x_hist"].size(1)
-        w = window_weights(t0, x.size(1), W, x.device)[:, -hist.size(1):].to(x.dtype)
+            cache["x_hist"], cache["seen"] = hist[:, -W:], seen + x.size(1)
+        w = window_weights(seen, x.size(1), W, x.device)[:, -hist.size(1):].to(x.dtype)
         p = geo.gyromidpoint(hist.transpose(1, 2), w, k.view(-1, 1, 1))  # [B, H, T, hs]
         return p.transpose(1, 2)
 

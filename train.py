@@ -88,6 +88,7 @@ DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") an
 MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "curvature", "curvature_init",
               "curvature_per_head", "curvature_shared", "reference", "reference_window", "residual", "attention",
               "aggregate", "geometry_dtype", "geometry_checkpoint")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 RESUME_MAY_CHANGE = ("dropout", "geometry_checkpoint")  # model options that leave the function unchanged
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHECKPOINT_KEYS = ("model", "optimizer", "model_args", "iter_num", "best_val_loss", "elapsed", "config", "ranks")
@@ -165,7 +166,7 @@ def validate(cfg):
     if cfg["learning_rate"] <= 0:
         raise ConfigError(f"learning_rate must be positive, got {cfg['learning_rate']}")
     for key, allowed in (("init_from", ("scratch", "resume")), ("backend", ("auto", "nccl", "gloo")),
-                         ("dtype", ("auto", "float32", "bfloat16", "float16"))):
+                         ("dtype", ("auto", *DTYPES))):
         if cfg[key] not in allowed:
             raise ConfigError(f"{key}={cfg[key]!r} is not one of {allowed}")
 
@@ -177,12 +178,11 @@ def resolve_device(device):
 
 def precision(dtype, device_type):
     """The compute dtype ('auto' → bfloat16 on GPUs that support it, else float32) and its autocast context."""
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if dtype == "auto":
         dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    if dtype not in dtypes:
-        raise ConfigError(f"dtype={dtype!r} is not one of ('auto', 'float32', 'bfloat16', 'float16')")
-    return dtype, nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=dtypes[dtype])
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not one of {('auto', *DTYPES)}")
+    return dtype, nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=DTYPES[dtype])
 
 
 def kappa_summary(kappas):
