@@ -1,15 +1,104 @@
+"""Shared fixtures and helpers: tiny data made here, tiny models, and the checks every mode must pass."""
 import hashlib
+import math
 import os
 import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
+
+from model import GPT, GPTConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
           "First Citizen:\nYou are all resolved rather to die than to famish?\n\n") * 30
 
+
+def tiny_args(data_dir, out_dir, **over):
+    """train.py's command line for a 2-layer model on the tiny corpus, 20 iterations; `over` replaces keys."""
+    args = dict(data_dir=str(data_dir), out_dir=str(out_dir), n_layer=2, n_head=2, n_embd=32, block_size=32,
+                batch_size=4, max_iters=20, eval_interval=10, eval_iters=2, log_interval=5, warmup_iters=5,
+                lr_decay_iters=40, learning_rate=3e-3, dropout=0.1, device="cpu")
+    args.update(over)
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+# ----------------------------------------------------------------------------- tiny models
+
+TINY = dict(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=True)
+
+
+def make(curvature="hyperbolic", reference="prev_token", residual="mobius", seed=0, **kw):
+    """A TINY model in the given mode (κ₀ = ±0.3 unless curvature_init is given), seeded."""
+    init = kw.pop("curvature_init", 0.3 if curvature == "spherical" else -0.3)
+    cfg = GPTConfig(**{**TINY, **kw}, curvature=curvature, reference=reference, residual=residual,
+                    curvature_init=init)
+    torch.manual_seed(seed)
+    return GPT(cfg)
+
+
+def tokens(B=3, T=16, seed=1, vocab=37):
+    """Seeded random token ids [B, T] for TINY models."""
+    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
+
+
+def full_logits(model, idx):
+    # targets make forward return logits at every position
+    logits, _ = model(idx, targets=torch.zeros_like(idx))
+    return logits
+
+
+def assert_causal(model, positions=(0, 5, 14)):
+    """Changing tokens after position t never changes the logits at positions ≤ t (exactly)."""
+    model.eval()
+    idx = tokens(B=2)
+    base = full_logits(model, idx)
+    for t in positions:
+        changed = idx.clone()
+        changed[:, t + 1 :] = (changed[:, t + 1 :] + 7) % 37
+        out = full_logits(model, changed)
+        assert torch.equal(out[:, : t + 1], base[:, : t + 1]), f"future tokens leaked into position ≤ {t}"
+        assert not torch.equal(out[:, t + 1 :], base[:, t + 1 :])
+    model.train()
+
+
+def assert_every_parameter_learns(model):
+    _, loss = model(tokens(), targets=tokens(seed=2))
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, f"{name} gets a zero gradient"
+
+
+def tiny_corpus():
+    text = "the quick brown fox jumps over the lazy dog. " * 40
+    chars = sorted(set(text))
+    return torch.tensor([chars.index(c) for c in text]), len(chars)
+
+
+def train_losses(model, steps, autocast=False, optimizer="adamw"):
+    """Train `model` (built with the tiny corpus's vocabulary) for `steps` steps; return the losses."""
+    data, _ = tiny_corpus()
+    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer=optimizer)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        ix = torch.randint(len(data) - 17, (8,), generator=g)
+        x = torch.stack([data[i : i + 16] for i in ix])
+        y = torch.stack([data[i + 1 : i + 17] for i in ix])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(l) for l in losses)
+    return losses, opt
+
+
+# ----------------------------------------------------------------------------- data
 
 @pytest.fixture(scope="session")
 def char_data(tmp_path_factory):
@@ -20,6 +109,8 @@ def char_data(tmp_path_factory):
     subprocess.run([sys.executable, os.path.join(ROOT, "data/shakespeare_char/prepare.py"), "--input", str(src),
                     "--out_dir", str(d)], check=True, capture_output=True)
     return d
+
+
 GPT2_URLS = {
     "vocab.bpe": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
     "encoder.json": "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",

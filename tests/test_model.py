@@ -1,13 +1,13 @@
 """model.py: κ ≡ 0 reductions, causality, per-head curvature, gradients everywhere, training in every mode."""
-import math
 
 import pytest
 import torch
 
 import geometry as geo
+from conftest import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
+                      train_losses)
 from model import GPT, GPTConfig
 
-TINY = dict(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=True)
 MODES = [  # (curvature, reference, residual)
     ("euclidean", "prev_token", "mobius"),
     ("zero", "prev_token", "mobius"),
@@ -20,24 +20,6 @@ MODES = [  # (curvature, reference, residual)
     ("free", "prev_token", "tangent"),
     ("fixed", "prev_token", "mobius"),
 ]
-
-
-def make(curvature="hyperbolic", reference="prev_token", residual="mobius", seed=0, **kw):
-    init = kw.pop("curvature_init", 0.3 if curvature == "spherical" else -0.3)
-    cfg = GPTConfig(**{**TINY, **kw}, curvature=curvature, reference=reference, residual=residual,
-                    curvature_init=init)
-    torch.manual_seed(seed)
-    return GPT(cfg)
-
-
-def tokens(B=3, T=16, seed=1, vocab=37):
-    return torch.randint(0, vocab, (B, T), generator=torch.Generator().manual_seed(seed))
-
-
-def full_logits(model, idx):
-    # targets make forward return logits at every position
-    logits, _ = model(idx, targets=torch.zeros_like(idx))
-    return logits
 
 
 def copy_weights(dst, src):
@@ -82,28 +64,6 @@ def test_curvature_changes_the_function():
     idx = tokens()
     diff = (full_logits(curved, idx) - full_logits(zero, idx)).abs().max()
     assert diff > 1e-3
-
-
-def assert_causal(model, positions=(0, 5, 14)):
-    """Changing tokens after position t never changes the logits at positions ≤ t (exactly)."""
-    model.eval()
-    idx = tokens(B=2)
-    base = full_logits(model, idx)
-    for t in positions:
-        changed = idx.clone()
-        changed[:, t + 1 :] = (changed[:, t + 1 :] + 7) % 37
-        out = full_logits(model, changed)
-        assert torch.equal(out[:, : t + 1], base[:, : t + 1]), f"future tokens leaked into position ≤ {t}"
-        assert not torch.equal(out[:, t + 1 :], base[:, t + 1 :])
-    model.train()
-
-
-def assert_every_parameter_learns(model):
-    _, loss = model(tokens(), targets=tokens(seed=2))
-    loss.backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and torch.isfinite(p.grad).all(), name
-        assert p.grad.abs().sum() > 0, f"{name} gets a zero gradient"
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(m))
@@ -212,32 +172,6 @@ def test_optimizer_groups():
     n_in_groups = sum(len(gr["params"]) for gr in opt.param_groups)
     assert n_in_groups == len(list(m.parameters()))
     assert len(make("euclidean").configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu").param_groups) == 2
-
-
-def tiny_corpus():
-    text = "the quick brown fox jumps over the lazy dog. " * 40
-    chars = sorted(set(text))
-    return torch.tensor([chars.index(c) for c in text]), len(chars)
-
-
-def train_losses(model, steps, autocast=False, optimizer="adamw"):
-    """Train `model` (built with the tiny corpus's vocabulary) for `steps` steps; return the losses."""
-    data, _ = tiny_corpus()
-    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer=optimizer)
-    g = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(steps):
-        ix = torch.randint(len(data) - 17, (8,), generator=g)
-        x = torch.stack([data[i : i + 16] for i in ix])
-        y = torch.stack([data[i + 1 : i + 17] for i in ix])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            _, loss = model(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    assert all(math.isfinite(l) for l in losses)
-    return losses, opt
 
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])

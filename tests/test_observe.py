@@ -10,7 +10,7 @@ import pytest
 
 import plot
 import train
-from test_train import CORPUS, ROOT, tiny_args
+from conftest import CORPUS, ROOT, tiny_args
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 
 import model as model_module
 import train
-from test_train import ROOT, tiny_args
+from conftest import ROOT, tiny_args
 
 KILL_DURING_SAVE = """
 import os, signal, sys, torch

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 import geometry as geo
 from model import GPTConfig, MultiOptimizer
-from test_model import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
+from conftest import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
                         train_losses)
 
 MODES = [  # (curvature, reference, residual, attention, aggregate)

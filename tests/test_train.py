@@ -14,15 +14,7 @@ import sample
 import train
 from configurator import ConfigError, configure
 
-from conftest import CORPUS, ROOT
-
-
-def tiny_args(data_dir, out_dir, **over):
-    args = dict(data_dir=str(data_dir), out_dir=str(out_dir), n_layer=2, n_head=2, n_embd=32, block_size=32,
-                batch_size=4, max_iters=20, eval_interval=10, eval_iters=2, log_interval=5, warmup_iters=5,
-                lr_decay_iters=40, learning_rate=3e-3, dropout=0.1, device="cpu")
-    args.update(over)
-    return [f"--{k}={v}" for k, v in args.items()]
+from conftest import CORPUS, ROOT, tiny_args
 
 
 # ----------------------------------------------------------------------------- configurator
