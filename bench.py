@@ -5,19 +5,15 @@ Measure what curvature costs, on whatever device is here (no CUDA calls on a CPU
     python bench.py --compile                         # the same, eager and torch.compile
     python bench.py --configs euclidean zero hyperbolic:prev_token:mobius --peak_flops 989e12
     python bench.py --ops                             # microbenchmarks of the geometry functions
-    python bench.py --train 500                       # train curved and Euclidean, plot both loss curves
     python bench.py --generate                        # sampling tokens/s with and without the cache
-    python bench.py --accuracy                        # float32 error of the geometry, values and ∂/∂κ
 
 Timings are forward + backward + AdamW step on random tokens, after warm-up, with the configurations
 alternating round by round so drift in the machine hits all of them alike; the table reports the median.
 """
 import argparse
 import ast
-import math
 import os
 import statistics
-import subprocess
 import sys
 import time
 
@@ -26,8 +22,8 @@ from tqdm import tqdm
 
 import geometry as geo
 from model import GPT, GPTConfig
+from runtime import configure_optimizers
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def parse_spec(spec):
@@ -99,7 +95,7 @@ def bench_models(args):
         for compiled in ([False, True] if args.compile else [False]):
             torch.manual_seed(0)
             model = GPT(GPTConfig(**{**base, **over})).to(device)
-            opt = model.configure_optimizers(0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
+            opt = configure_optimizers(model, 0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
             fwd = torch.compile(model) if compiled else model
 
             def step(fwd=fwd, opt=opt):
@@ -224,96 +220,6 @@ def bench_generate(args):
         print(f"| {spec:<44} | {rate[False]:>14,.0f} | {rate[True]:>11,.0f} | {rate[True] / rate[False]:>7.1f}x |")
 
 
-ACCURACY_KAPPAS = (0.0, 1e-8, -1e-8, 1e-6, -1e-6, 1e-4, -1e-4, 1e-2, -1e-2, 1.0, -1.0, 4.0, -4.0)
-
-
-def bench_accuracy(args):
-    """Worst float32 error of each geometry function against its float64 evaluation (values, and ∂/∂κ of a
-    random weighted sum by autograd), over κ from 0 to ±4 on fixed random points; and tan_κ, artan_κ
-    against 40-digit mpmath."""
-    import mpmath
-
-    mpmath.mp.dps = 40
-    gen = torch.Generator().manual_seed(0)
-
-    def points(scale, kp):  # radii up to `scale` of the safe region, the same points for all |κ| ≤ 1
-        x = torch.randn(8, 16, generator=gen, dtype=torch.float64)
-        return x / x.norm(dim=-1, keepdim=True) * torch.rand(8, 1, generator=gen, dtype=torch.float64) * scale / kp
-
-    rows = {}
-    for kv in ACCURACY_KAPPAS:
-        kp = math.sqrt(max(abs(kv), 1.0))
-        x, y, u = points(0.45, kp), points(0.45, kp), points(0.3, kp)
-        w = torch.softmax(torch.randn(5, 8, generator=gen, dtype=torch.float64), -1)
-        cases = {
-            "mobius_add": lambda a, k: geo.mobius_add(a[0], a[1], k), "expmap0": lambda a, k: geo.expmap0(a[2], k),
-            "logmap0": lambda a, k: geo.logmap0(a[1], k), "expmap": lambda a, k: geo.expmap(a[0], a[2], k),
-            "logmap": lambda a, k: geo.logmap(a[0], a[1], k), "dist": lambda a, k: geo.dist(a[0], a[1], k),
-            "pairwise_dist": lambda a, k: geo.pairwise_dist(a[0], a[1], k),
-            "gyromidpoint": lambda a, k: geo.gyromidpoint(a[0], a[3], k),
-            "mobius_scalar_mul": lambda a, k: geo.mobius_scalar_mul(0.7, a[0], k),
-        }
-        for name, fn in cases.items():
-            errs = []
-            for dtype in (torch.float32, torch.float64):
-                k = torch.tensor(kv, dtype=dtype, requires_grad=True)
-                out = fn([t.to(dtype) for t in (x, y, u, w)], k)
-                wts = torch.ones_like(out).double().uniform_(-1, 1, generator=torch.Generator().manual_seed(1))
-                (gk,) = torch.autograd.grad((out * wts.to(dtype)).sum(), [k])
-                errs.append((out.double(), gk.double()))
-            (o32, g32), (o64, g64) = errs
-            value = ((o32 - o64).abs().max() / o64.abs().max()).item()
-            dk = (abs(g32 - g64) / g64.abs().clamp_min(1e-30)).item()
-            for key in (("|κ| ≤ 1e-4",) if abs(kv) <= 1e-4 else ()) + ("all κ",):
-                r = rows.setdefault((name, key), [0.0, 0.0])
-                r[0], r[1] = max(r[0], value), max(r[1], dk)
-    for name, ref in (("tan_k", mpmath.tan), ("artan_k", mpmath.atan)):
-        hyper = mpmath.tanh if name == "tan_k" else mpmath.atanh
-
-        def exact(r, k):
-            if k == 0:
-                return r
-            sk = mpmath.sqrt(abs(k))
-            return (ref if k > 0 else hyper)(sk * r) / sk
-
-        for kv in ACCURACY_KAPPAS:
-            r = torch.tensor([1e-3, 0.05, 0.2, 0.45])
-            k = torch.tensor(kv, requires_grad=True)
-            out = getattr(geo, name)(r, k)
-            for i, ri in enumerate(r.tolist()):
-                (gk,) = torch.autograd.grad(out[i], [k], retain_graph=True)
-                h, kk, rr = mpmath.mpf(10) ** -15, mpmath.mpf(kv), mpmath.mpf(ri)
-                want = exact(rr, kk)
-                want_dk = (exact(rr, kk + h) - exact(rr, kk - h)) / (2 * h)
-                value = abs(out[i].item() - float(want)) / abs(float(want))
-                dk = abs(gk.item() - float(want_dk)) / abs(float(want_dk))
-                for key in (("|κ| ≤ 1e-4",) if abs(kv) <= 1e-4 else ()) + ("all κ",):
-                    row = rows.setdefault((name + " (mpmath)", key), [0.0, 0.0])
-                    row[0], row[1] = max(row[0], value), max(row[1], dk)
-    print(f"\nworst float32 relative error against float64 (mpmath where marked), κ in {list(ACCURACY_KAPPAS)}; "
-          f"'near 0' is |κ| ≤ 1e-4")
-    print(f"| {'function':<26} | {'value, κ near 0':>17} | {'∂/∂κ, κ near 0':>17} | {'value, all κ':>12} | {'∂/∂κ, all κ':>11} |")
-    print(f"|{'-' * 28}|{'-' * 19}|{'-' * 19}|{'-' * 14}|{'-' * 13}|")
-    names = dict.fromkeys(n for n, _ in rows)
-    for name in names:
-        small, every = rows[(name, "|κ| ≤ 1e-4")], rows[(name, "all κ")]
-        print(f"| {name:<26} | {small[0]:>17.1e} | {small[1]:>17.1e} | {every[0]:>12.1e} | {every[1]:>11.1e} |")
-    return rows
-
-
-def bench_train(args):
-    """Train the CPU config curved and Euclidean for N iterations with train.py, then plot both."""
-    out = args.train_out
-    common = ["config/train_shakespeare_char_cpu.py", f"--max_iters={args.train}", f"--lr_decay_iters={args.train}",
-              f"--device={args.device}"]
-    for name, extra in (("curved", []), ("euclid", ["--curvature=euclidean"])):
-        cmd = [sys.executable, os.path.join(HERE, "train.py"), *common, f"--out_dir={out}/{name}", *extra]
-        print(" ".join(cmd))
-        subprocess.run(cmd, check=True, cwd=HERE)
-    subprocess.run([sys.executable, os.path.join(HERE, "plot.py"), f"{out}/curved", f"{out}/euclid",
-                    "--out", f"{out}/train"], check=True, cwd=HERE)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=["euclidean", "zero:prev_token:tangent",
@@ -322,9 +228,6 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="also time each configuration under torch.compile")
     p.add_argument("--ops", action="store_true", help="microbenchmark the geometry functions instead")
     p.add_argument("--generate", action="store_true", help="time generation with and without the cache")
-    p.add_argument("--accuracy", action="store_true", help="float32 error of the geometry against float64/mpmath")
-    p.add_argument("--train", type=int, default=0, help="train curved and Euclidean N iterations and plot")
-    p.add_argument("--train_out", default="out-bench-train")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--n_layer", type=int, default=4)
@@ -339,14 +242,10 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--peak_flops", type=float, default=0.0, help="the device's peak FLOP/s, for an MFU column")
     args = p.parse_args(argv)
-    if args.train:
-        return bench_train(args)
     if args.ops:
         return bench_ops(args)
     if args.generate:
         return bench_generate(args)
-    if args.accuracy:
-        return bench_accuracy(args)
     return bench_models(args)
 
 

@@ -311,6 +311,13 @@ def gyromidpoint(x, w, k):
     return m / (1 + (1 + k * _sqnorm(m)).clamp_min(0).sqrt())
 
 
+def _outside(x, k):
+    """Which points `project` rescales, and z = κ‖x‖²."""
+    z = k * _sqnorm(x)
+    too_far_neg = z < -((1.0 - PROJECT_EPS[x.dtype]) ** 2)
+    return z, too_far_neg, z > _SPHERE_MAX_NORM**2
+
+
 @_float32_math
 def project(x, k):
     """Pull points back into the region where the math above is well conditioned.
@@ -321,12 +328,10 @@ def project(x, k):
     (geodesic angle) from the antipode of the origin, where ⊕ and logmap0 have poles.
     κ = 0: identity. Everything is computed from z = κ‖x‖², so it is smooth and finite at κ = 0.
     """
-    z = k * _sqnorm(x)
-    r_neg = 1.0 - PROJECT_EPS[x.dtype]
-    too_far_neg = z < -(r_neg**2)
-    too_far_pos = z > _SPHERE_MAX_NORM**2
+    z, too_far_neg, too_far_pos = _outside(x, k)
     # Substitute a harmless z where no rescaling happens, so the √ and division never see 0.
     za = torch.where(too_far_neg | too_far_pos, z.abs(), torch.ones_like(z))
+    r_neg = 1.0 - PROJECT_EPS[x.dtype]
     scale = torch.where(too_far_neg, r_neg / za.sqrt(), torch.where(too_far_pos, _SPHERE_MAX_NORM / za.sqrt(), 1.0))
     return scale * x
 
@@ -334,6 +339,5 @@ def project(x, k):
 @_float32_math
 def clamped_fraction(x, k):
     """Fraction of points (over all leading dims and broadcast κ) that `project` would rescale; a health metric."""
-    z = k * _sqnorm(x)
-    r_neg = 1.0 - PROJECT_EPS[x.dtype]
-    return ((z < -(r_neg**2)) | (z > _SPHERE_MAX_NORM**2)).float().mean()
+    _, too_far_neg, too_far_pos = _outside(x, k)
+    return (too_far_neg | too_far_pos).float().mean()

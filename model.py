@@ -1,29 +1,27 @@
 """
 kappaGPT model: nanoGPT's GPT whose residual stream lives in learnable-curvature κ-stereographic space.
 
-The residual stream of width n_embd is split into n_head slices of head_size; slice h of block l is a
-point of the κ_{l,h}-stereographic space (the stream is a point of a product of per-head spaces). One
-curved block, with p_t the reference point (token t−1's point at the block's input, the origin for t=0):
+The stream of width n_embd is split into n_head slices of head_size; in block l, the slice of head j is a
+point of the κ_{l,j}-stereographic space. One curved block, with p_t the reference point (token t−1's point
+at the block's input, the origin for t = 0), and h the stream in the origin's tangent coordinates:
 
-    x   = project(expmap0_κ(v))                  # read the stream into this block's κ-space
-    u   = logmap0_κ((−p) ⊕ x)                    # x seen from p, as a tangent vector in the origin frame
-    f   = Attn(LN(u))   then   x ← x ⊕ (p ⊕ expmap0(f))          residual='mobius'
-                                or x ← p ⊕ expmap0(u + f)         residual='tangent'
+    x  = project(expmap0_κ(h))                  # read the stream into this block's κ-space
+    u  = logmap0_κ((−p) ⊕ x)                    # x seen from p, as a tangent vector in the origin frame
+    f  = Attn(LN(u))   then   x ← p ⊕ expmap0(u + f)         residual='tangent'
+                           or x ← x ⊕ (p ⊕ expmap0(f))       residual='mobius'
     (the same again with the MLP, reference point unchanged)
-    v'  = logmap0_κ(x)                           # hand the stream to the next block
+    h' = logmap0_κ(x)                           # hand the stream to the next block
 
 Why origin-frame maps: the true maps at p satisfy (λ_p/2)·logmap_p(y) = logmap0((−p) ⊕ y) and
-expmap_p((2/λ_p)·w) = p ⊕ expmap0(w). Using the right-hand sides puts every token's tangent vector in one
-common frame (the origin's, up to a per-token factor λ_p/2 that LayerNorm removes anyway), which matters
-because attention adds up vectors from different tokens: vectors in different tangent spaces cannot be
-added without parallel transport.
+expmap_p((2/λ_p)·w) = p ⊕ expmap0(w). The right-hand sides put every token's tangent vector in one frame
+(the origin's, up to a per-token factor λ_p/2 that LayerNorm removes), which attention needs: it adds up
+vectors of different tokens, and vectors of different tangent spaces cannot be added without transport.
 
 Why the stream travels between blocks as logmap0: blocks have different κ, so a point of κ_l-space is not
-a point of κ_{l+1}-space. Crossing through the origin's tangent space, expmap0_{κ_{l+1}}(logmap0_{κ_l}(x)),
-keeps every point's direction and its geodesic distance from the origin (d(0, expmap0(v)) = 2‖v‖ for any κ)
-and is the identity when the two curvatures agree.
+one of κ_{l+1}-space. Crossing through the origin's tangent space keeps every point's direction and its
+distance from the origin (d(0, expmap0(h)) = 2‖h‖ for any κ), and is the identity when the κ agree.
 
-Options beyond this (GPTConfig): reference='origin' (p = 0) or 'window' (p = gyromidpoint of the previous
+Options (GPTConfig): reference='origin' (p = 0) or 'window' (p = gyromidpoint of the previous
 reference_window points); attention='distance' (scores −d_κ(q, k)²/τ) and aggregate='midpoint' (the
 gyromidpoint of value points) in CausalSelfAttention; geometry_dtype='float64'; a generation cache.
 
@@ -33,7 +31,6 @@ At κ ≡ 0 (curvature='zero') every map is the identity and ⊕ is +, so the bl
     u = x,            x ← x + f            (mobius + origin: exactly nanoGPT)
 which is what lets the ablations separate "curvature helps" from "mixing in the previous token helps".
 """
-import inspect
 import math
 from dataclasses import dataclass
 
@@ -44,11 +41,11 @@ from torch.utils.checkpoint import checkpoint
 
 import geometry as geo
 
-CURVATURES = ("euclidean", "zero", "hyperbolic", "spherical", "free", "fixed")
-REFERENCES = ("prev_token", "origin", "window")
-RESIDUALS = ("mobius", "tangent")
-ATTENTIONS = ("dot", "distance")
-AGGREGATES = ("tangent", "midpoint")
+CHOICES = {  # the allowed values of GPTConfig's string options
+    "curvature": ("euclidean", "zero", "hyperbolic", "spherical", "free", "fixed"),
+    "reference": ("prev_token", "origin", "window"), "residual": ("mobius", "tangent"),
+    "attention": ("dot", "distance"), "aggregate": ("tangent", "midpoint"), "geometry_dtype": ("float32", "float64"),
+}
 
 
 @dataclass
@@ -60,15 +57,15 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in Linears and LayerNorms, like GPT-2
-    curvature: str = "hyperbolic"  # one of CURVATURES; 'euclidean' is the plain nanoGPT code path
+    curvature: str = "hyperbolic"  # see CHOICES; 'euclidean' is the plain nanoGPT code path
     curvature_init: float = -0.05  # κ at init (learnable modes) or always ('fixed')
     curvature_per_head: bool = True  # one κ per head per block (else one per block)
     curvature_shared: bool = False  # one set of κ tied across all blocks
-    reference: str = "prev_token"  # one of REFERENCES: the tangent point of token t
+    reference: str = "prev_token"  # the tangent point of token t
     reference_window: int = 4  # reference='window': how many previous tokens' points to average
-    residual: str = "tangent"  # one of RESIDUALS: how a sublayer's output joins the stream
-    attention: str = "dot"  # one of ATTENTIONS: scaled dot product, or −d_κ(q, k)²/τ
-    aggregate: str = "tangent"  # one of AGGREGATES: average values as tangent vectors, or their gyromidpoint
+    residual: str = "tangent"  # how a sublayer's output joins the stream
+    attention: str = "dot"  # scaled dot product, or −d_κ(q, k)²/τ
+    aggregate: str = "tangent"  # average values as tangent vectors, or their gyromidpoint
     geometry_dtype: str = "float32"  # 'float32' or 'float64' for the geometry ops (float64 to diagnose)
     geometry_checkpoint: bool = False  # recompute the block's geometry in backward instead of storing it
 
@@ -80,9 +77,7 @@ class GPTConfig:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        for name, allowed in (("curvature", CURVATURES), ("reference", REFERENCES), ("residual", RESIDUALS),
-                              ("attention", ATTENTIONS), ("aggregate", AGGREGATES),
-                              ("geometry_dtype", ("float32", "float64"))):
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
         if self.curvature == "hyperbolic" and not self.curvature_init < 0:
@@ -90,28 +85,14 @@ class GPTConfig:
         if self.curvature == "spherical" and not self.curvature_init > 0:
             raise ValueError(f"curvature='spherical' needs curvature_init > 0, got {self.curvature_init}")
         if self.curvature != "euclidean" and self.reference == "origin" and self.residual == "tangent":
-            # x ← expmap0(logmap0(x) + f): in tangent coordinates this is v ← v + f, exactly the Euclidean
+            # x ← expmap0(logmap0(x) + f): in tangent coordinates this is h ← h + f, exactly the Euclidean
             # model whatever κ is, so a "curved" run would silently be a Euclidean one.
-            raise ValueError(
-                "reference='origin' with residual='tangent' makes curvature a no-op (the stream is v ← v + f "
-                "in the origin's tangent space); use residual='mobius' or reference='prev_token'"
-            )
+            raise ValueError("reference='origin' with residual='tangent' makes curvature a no-op (the stream is h "
+                             "← h + f in the origin's tangent space); use residual='mobius' or reference='prev_token'")
 
     @property
     def head_size(self):
         return self.n_embd // self.n_head
-
-
-class LayerNorm(nn.Module):
-    """LayerNorm with an optional bias (PyTorch's has no bias=False before 2.1)."""
-
-    def __init__(self, ndim, bias):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(ndim))
-        self.bias = nn.Parameter(torch.zeros(ndim)) if bias else None
-
-    def forward(self, x):
-        return F.layer_norm(x, self.weight.shape, self.weight, self.bias, 1e-5)
 
 
 class Curvature(nn.Module):
@@ -172,31 +153,29 @@ class CausalSelfAttention(nn.Module):
         if config.attention == "distance":
             self.log_tau = nn.Parameter(torch.full((config.n_head,), math.log(8 * math.sqrt(config.head_size))))
 
-    def forward(self, x, k=None, cache=None):
-        """x [B, T, C]; k: κ [H or 1, 1] (None: κ = 0); cache: a dict holding earlier positions' keys and values."""
+    def forward(self, x, kappa=None, cache=None):
+        """x [B, T, C]; kappa: κ [H or 1, 1] (None: κ = 0); cache: a dict holding earlier positions' keys and values."""
         B, T, C = x.size()
         H = self.n_head
-        q, key, v = self.c_attn(x).split(C, dim=2)
-        q, key, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, key, v))
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
             if "k" in cache:
-                key, v = torch.cat([cache["k"], key], dim=2), torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = key, v
-        Tk = key.size(2)
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
+        Tk = k.size(2)
         dropout = self.attn_dropout if self.training else 0.0
         if self.attention == "dot" and self.aggregate == "tangent":  # the fused kernel
-            if T == Tk:
-                y = F.scaled_dot_product_attention(q, key, v, dropout_p=dropout, is_causal=True)
-            else:
-                y = F.scaled_dot_product_attention(q, key, v, attn_mask=causal_mask(T, Tk, x.device), dropout_p=dropout)
+            mask = None if T == Tk else causal_mask(T, Tk, x.device)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
         else:
-            kappa = torch.zeros(1, 1, 1, device=x.device) if k is None else k.view(-1, 1, 1)
+            kappa = torch.zeros(1, 1, 1, device=x.device) if kappa is None else kappa.view(-1, 1, 1)
             if self.attention == "distance":
                 qp = geo.project(geo.expmap0(q, kappa), kappa)
-                kp = geo.project(geo.expmap0(key, kappa), kappa)
+                kp = geo.project(geo.expmap0(k, kappa), kappa)
                 scores = -geo.pairwise_dist(qp, kp, kappa).square() / self.log_tau.exp().view(H, 1, 1)
             else:
-                scores = (q @ key.transpose(-1, -2)).float() / math.sqrt(C // H)
+                scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(C // H)
             att = F.softmax(scores.masked_fill(~causal_mask(T, Tk, x.device), float("-inf")), dim=-1)
             att = F.dropout(att, p=dropout, training=self.training)
             if self.aggregate == "midpoint":
@@ -215,7 +194,7 @@ class MLP(nn.Module):
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x, k=None, cache=None):
+    def forward(self, x, kappa=None, cache=None):
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
 
 
@@ -232,9 +211,9 @@ def window_weights(t0, T, W, device):
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
         self.n_head = config.n_head
         self.reference = config.reference
@@ -243,15 +222,15 @@ class Block(nn.Module):
         self.geometry_dtype = {"float32": torch.float32, "float64": torch.float64}[config.geometry_dtype]
         self.geometry_checkpoint = config.geometry_checkpoint
 
-    def forward(self, v, k=None, stats=None, cache=None):
-        """v: the stream [B, T, C] in the origin's tangent coordinates; k: κ [H or 1, 1], None for Euclidean;
+    def forward(self, h, kappa=None, stats=None, cache=None):
+        """h: the stream [B, T, C] in the origin's tangent coordinates; kappa: κ [H or 1, 1], None for Euclidean;
         cache: a dict carrying this block's keys/values and reference points from earlier positions."""
-        if k is None:  # the plain nanoGPT block
-            v = v + self.attn(self.ln_1(v), None, cache)
-            return v + self.mlp(self.ln_2(v))
-        B, T, C = v.shape
+        if kappa is None:  # the plain nanoGPT block
+            h = h + self.attn(self.ln_1(h), None, cache)
+            return h + self.mlp(self.ln_2(h))
+        B, T, C = h.shape
         H = self.n_head
-        k = k.to(self.geometry_dtype)
+        kappa = kappa.to(self.geometry_dtype)
         clamped = []  # fraction of points each projection moved, for the health metrics
         # geometry_checkpoint: keep only each geometry step's inputs and recompute the rest in backward
         recompute = self.geometry_checkpoint and stats is None and cache is None and torch.is_grad_enabled()
@@ -259,36 +238,37 @@ class Block(nn.Module):
         def run(fn, *args):
             return checkpoint(fn, *args, use_reentrant=False) if recompute else fn(*args)
 
-        def enter(v4, k):
-            x = self._project(geo.expmap0(v4, k), k, clamped, stats)
-            p = self._reference_points(x, k, cache)
-            return x, p, geo.logmap0(geo.mobius_add(-p, x, k), k)
+        def enter(h4, kappa):
+            x = self._project(geo.expmap0(h4, kappa), kappa, clamped, stats)
+            p = self._reference_points(x, kappa, cache)
+            return x, p, geo.logmap0(geo.mobius_add(-p, x, kappa), kappa)
 
-        def mobius_step(x, p, f, k, read):
-            x = self._project(geo.mobius_add(x, geo.mobius_add(p, geo.expmap0(f, k), k), k), k, clamped, stats)
-            return x, (geo.logmap0(geo.mobius_add(-p, x, k), k) if read else None)
+        def mobius_step(x, p, f, kappa, read):
+            x = self._project(geo.mobius_add(x, geo.mobius_add(p, geo.expmap0(f, kappa), kappa), kappa), kappa,
+                              clamped, stats)
+            return x, (geo.logmap0(geo.mobius_add(-p, x, kappa), kappa) if read else None)
 
-        def tangent_exit(p, u, k):
-            return self._project(geo.mobius_add(p, geo.expmap0(u, k), k), k, clamped, stats)
+        def tangent_exit(p, u, kappa):
+            return self._project(geo.mobius_add(p, geo.expmap0(u, kappa), kappa), kappa, clamped, stats)
 
-        x, p, u = run(enter, v.view(B, T, H, C // H).to(self.geometry_dtype), k)
+        x, p, u = run(enter, h.view(B, T, H, C // H).to(self.geometry_dtype), kappa)
         for i, (ln, sublayer) in enumerate(((self.ln_1, self.attn), (self.ln_2, self.mlp))):
-            f = sublayer(ln(u.view(B, T, C).float()), k, cache).view(B, T, H, C // H)
+            f = sublayer(ln(u.view(B, T, C).float()), kappa, cache).view(B, T, H, C // H)
             if self.residual == "tangent":
                 # x ← p ⊕ expmap0(u + f), and the next sublayer reads logmap0((−p) ⊕ x) = u + f by left
                 # cancellation ((−p) ⊕ (p ⊕ w) = w): the round trip through the point is skipped.
                 u = u + f
             else:
-                x, u = run(mobius_step, x, p, f, k, i == 0)  # only the MLP still needs to read x
+                x, u = run(mobius_step, x, p, f, kappa, i == 0)  # only the MLP still needs to read x
         if self.residual == "tangent":
-            x = run(tangent_exit, p, u, k)
+            x = run(tangent_exit, p, u, kappa)
         if stats is not None:
             with torch.no_grad():
-                radius = (k.abs().sqrt() * x.norm(dim=-1, keepdim=True)).mean()
+                radius = (kappa.abs().sqrt() * x.norm(dim=-1, keepdim=True)).mean()
             stats.append({"clamped": torch.stack(clamped).float().mean().item(), "radius": radius.item()})
-        return run(geo.logmap0, x, k).view(B, T, C).float()
+        return run(geo.logmap0, x, kappa).view(B, T, C).float()
 
-    def _reference_points(self, x, k, cache):
+    def _reference_points(self, x, kappa, cache):
         """The tangent point p_t of every position (x: the block-input points [B, T, H, hs])."""
         if self.reference == "origin":
             return torch.zeros_like(x)
@@ -305,43 +285,14 @@ class Block(nn.Module):
         if cache is not None:
             cache["x_hist"], cache["seen"] = hist[:, -W:], seen + x.size(1)
         w = window_weights(seen, x.size(1), W, x.device)[:, -hist.size(1):].to(x.dtype)
-        p = geo.gyromidpoint(hist.transpose(1, 2), w, k.view(-1, 1, 1))  # [B, H, T, hs]
+        p = geo.gyromidpoint(hist.transpose(1, 2), w, kappa.view(-1, 1, 1))  # [B, H, T, hs]
         return p.transpose(1, 2)
 
     @staticmethod
-    def _project(x, k, clamped, stats):
+    def _project(x, kappa, clamped, stats):
         if stats is not None:
-            clamped.append(geo.clamped_fraction(x.detach(), k))
-        return geo.project(x, k)
-
-
-class MultiOptimizer:
-    """Several optimizers used as one: step, zero_grad, param_groups (shared dicts, so setting a group's lr
-    reaches the optimizer that owns it) and one state_dict."""
-
-    def __init__(self, *optimizers):
-        self.optimizers = optimizers
-
-    @property
-    def param_groups(self):
-        return [g for opt in self.optimizers for g in opt.param_groups]
-
-    def step(self):
-        for opt in self.optimizers:
-            opt.step()
-
-    def zero_grad(self, set_to_none=True):
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self):
-        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
-
-    def load_state_dict(self, state):
-        if len(state.get("optimizers", [])) != len(self.optimizers):
-            raise ValueError("the optimizer state does not match this optimizer (adamw vs muon?)")
-        for opt, sd in zip(self.optimizers, state["optimizers"]):
-            opt.load_state_dict(sd)
+            clamped.append(geo.clamped_fraction(x.detach(), kappa))
+        return geo.project(x, kappa)
 
 
 class GPT(nn.Module):
@@ -354,7 +305,7 @@ class GPT(nn.Module):
                 wpe=nn.Embedding(config.block_size, config.n_embd),
                 drop=nn.Dropout(config.dropout),
                 h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=LayerNorm(config.n_embd, bias=config.bias),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
@@ -378,10 +329,8 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def get_num_params(self, non_embedding=True):
-        n_params = sum(p.numel() for p in self.parameters())
-        if non_embedding:
-            n_params -= self.transformer.wpe.weight.numel()
-        return n_params
+        """Parameters, without the position embeddings by default (the tied token embeddings stay counted)."""
+        return sum(p.numel() for p in self.parameters()) - (self.transformer.wpe.weight.numel() if non_embedding else 0)
 
     def kappas(self):
         """κ of every block and head as a [n_layer, n_head or 1] float32 tensor (zeros for 'euclidean')."""
@@ -401,19 +350,19 @@ class GPT(nn.Module):
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        v = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        h = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         blocks = cache["blocks"] if cache is not None else [None] * len(self.transformer.h)
         if self.curvature is None:
             for block, c in zip(self.transformer.h, blocks):
-                v = block(v, cache=c)
+                h = block(h, cache=c)
         else:
-            v = v.float()  # the stream stays float32 under autocast: geometry needs the precision
+            h = h.float()  # the stream stays float32 under autocast: geometry needs the precision
             shared = len(self.curvature) == 1
             for i, (block, c) in enumerate(zip(self.transformer.h, blocks)):
-                v = block(v, self.curvature[0 if shared else i](), stats, c)
+                h = block(h, self.curvature[0 if shared else i](), stats, c)
         if cache is not None:
             cache["pos"] += T
-        x = self.transformer.ln_f(v)
+        x = self.transformer.ln_f(h)
         if targets is not None:
             logits = self.lm_head(x)
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
@@ -434,43 +383,12 @@ class GPT(nn.Module):
         self.config.block_size = block_size
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type, curvature_lr_mult=1.0,
-                             optimizer="adamw"):
-        """AdamW with decay on ≥2-D weights only and the curvature in its own group (no decay, lr ×
-        curvature_lr_mult). optimizer='muon': torch.optim.Muon for the blocks' 2-D weight matrices (its
-        'match_rms_adamw' scaling lets it share AdamW's learning rate), AdamW for embeddings, head, gains,
-        biases, temperatures and curvature. Each group carries 'lr_mult' for the training loop's schedule."""
-        if optimizer not in ("adamw", "muon"):
-            raise ValueError(f"optimizer={optimizer!r} is not one of ('adamw', 'muon')")
-        curv = {id(p) for p in (self.curvature.parameters() if self.curvature is not None else [])}
-        hidden = {id(p) for p in self.transformer.h.parameters() if p.dim() == 2} if optimizer == "muon" else set()
-        params = [p for p in self.parameters() if p.requires_grad]
-        rest = [p for p in params if id(p) not in curv and id(p) not in hidden]
-        groups = [
-            {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay, "lr_mult": 1.0},
-            {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_mult": 1.0},
-        ]
-        curv_params = [p for p in params if id(p) in curv]
-        if curv_params:
-            groups.append({"params": curv_params, "weight_decay": 0.0, "lr_mult": curvature_lr_mult})
-        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
-        adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
-        if optimizer == "adamw":
-            return adamw
-        if not hasattr(torch.optim, "Muon"):
-            raise ValueError(f"optimizer='muon' needs torch.optim.Muon (torch ≥ 2.9); this is torch {torch.__version__}")
-        muon = torch.optim.Muon([{"params": [p for p in params if id(p) in hidden], "lr_mult": 1.0}],
-                                lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
-        return MultiOptimizer(muon, adamw)
-
     def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
         """Model FLOPs utilisation from the PaLM formula (6N + 12·L·H·Q·T per token). The geometry ops are
         elementwise, O(T·C) per block, and not counted, so curved and Euclidean runs share one yardstick."""
-        N = self.get_num_params()
-        cfg = self.config
+        N, cfg = self.get_num_params(), self.config
         L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.head_size, cfg.block_size
-        flops_per_iter = (6 * N + 12 * L * H * Q * T) * T * fwdbwd_per_iter
-        return flops_per_iter / dt / peak_flops
+        return (6 * N + 12 * L * H * Q * T) * T * fwdbwd_per_iter / dt / peak_flops
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, use_cache=True):
@@ -484,11 +402,9 @@ class GPT(nn.Module):
         cache = None
         for _ in range(max_new_tokens):
             if use_cache and idx.size(1) <= self.config.block_size:
-                if cache is None:
-                    cache = self.new_cache()
-                    logits, _ = self(idx, cache=cache)
-                else:
-                    logits, _ = self(idx[:, -1:], cache=cache)
+                prefill = cache is None  # the whole prompt in one forward, then one token at a time
+                cache = self.new_cache() if prefill else cache
+                logits, _ = self(idx if prefill else idx[:, -1:], cache=cache)
             else:
                 logits, _ = self(idx[:, -self.config.block_size :])
             logits = logits[:, -1, :].float() / temperature

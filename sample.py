@@ -13,8 +13,7 @@ import sys
 import torch
 
 from configurator import ConfigError, configure
-from model import GPT, GPTConfig
-from train import TrainError, load_checkpoint, precision, resolve_device
+from runtime import RunError, load_checkpoint, model_from_checkpoint, precision, resolve_device
 
 # ----------------------------------------------------------------------------- defaults
 out_dir = "out-shakespeare-char-cpu"
@@ -80,9 +79,7 @@ def sample(cfg):
     _, ctx = precision(cfg["dtype"], "cuda" if dev.startswith("cuda") else "cpu")
 
     ckpt = load_checkpoint(os.path.join(cfg["out_dir"], "ckpt.pt"), map_location=dev)
-    model = GPT(GPTConfig(**ckpt["model_args"]))
-    model.load_state_dict(ckpt["model"])
-    model.eval().to(dev)
+    model = model_from_checkpoint(ckpt).eval().to(dev)
     codec = Codec(ckpt.get("meta"))
     prompt = read_prompt(cfg["start"])
     ids = codec.encode(prompt)
@@ -104,7 +101,7 @@ def main(argv=None):
     try:
         cfg = configure(DEFAULTS, argv)
         texts = sample(cfg)
-    except (ConfigError, TrainError, ValueError) as e:
+    except (ConfigError, RunError, ValueError) as e:
         sys.exit(f"error: {e}")
     for t in texts:
         print(t)

@@ -5,23 +5,30 @@ Train a kappaGPT model. With no arguments: a curved 4-layer model on Shakespeare
     python train.py config/train_shakespeare_char.py --compile=False
     torchrun --standalone --nproc_per_node=8 train.py config/train_fineweb.py
 
-Config files and --key=value overrides are explained in configurator.py; every key is one of the
-defaults below. Under torchrun, gradient_accumulation_steps counts micro-steps across all processes.
+Config files and --key=value overrides are explained in configurator.py; every key is one of the defaults
+below or a field of GPTConfig (model.py). Under torchrun, gradient_accumulation_steps counts micro-steps
+across all processes.
+
+Read top to bottom: the options, then the named steps of a run (start, evaluate_and_checkpoint,
+optimizer_step, log_step), then train(), whose loop strings them together.
 """
+import dataclasses
 import glob
 import json
 import math
 import os
 import signal
 import sys
+import threading
 import time
-from contextlib import nullcontext
 
 import torch
 
 from configurator import ConfigError, configure
 from loader import DataError, open_dataset
 from model import GPT, GPTConfig
+from runtime import (DTYPES, MODEL_DEFAULTS, MODEL_KEYS, RESUME_MAY_CHANGE, RunError, check_resume_compatible,
+                     configure_optimizers, load_checkpoint, precision, resolve_device, save_checkpoint)
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -43,24 +50,12 @@ data_random_start = False  # sharded data: start at a seeded random shard and po
 val_tokens = 10_485_760  # sharded data: tokens per evaluation (the speedrun's budget), split across processes
 gradient_accumulation_steps = 1
 batch_size = 12
+# model: every GPTConfig field is a key, with GPTConfig's default (GPT-2 sized); these make it CPU sized
 block_size = 64
-# model (see GPTConfig in model.py)
 n_layer = 4
 n_head = 4
 n_embd = 128
-dropout = 0.0
 bias = False
-curvature = "hyperbolic"
-curvature_init = -0.05
-curvature_per_head = True
-curvature_shared = False
-reference = "prev_token"
-reference_window = 4
-residual = "tangent"
-attention = "dot"
-aggregate = "tangent"
-geometry_dtype = "float32"
-geometry_checkpoint = False
 # optimizer
 optimizer = "adamw"  # 'adamw', or 'muon' (Muon for the blocks' weight matrices, AdamW for the rest)
 learning_rate = 2e-3
@@ -84,64 +79,33 @@ backend = "auto"  # DDP backend: 'auto' (nccl on CUDA, gloo on CPU), 'nccl', 'gl
 seed = 1337
 peak_flops = 0.0  # the accelerator's peak FLOP/s, for MFU in the logs; 0 leaves MFU out
 # -----------------------------------------------------------------------------
-DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and type(v) in (bool, int, float, str)}
-MODEL_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "dropout", "curvature", "curvature_init",
-              "curvature_per_head", "curvature_shared", "reference", "reference_window", "residual", "attention",
-              "aggregate", "geometry_dtype", "geometry_checkpoint")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-RESUME_MAY_CHANGE = ("dropout", "geometry_checkpoint")  # model options that leave the function unchanged
+DEFAULTS = MODEL_DEFAULTS | {k: v for k, v in dict(globals()).items()
+                             if not k.startswith("_") and type(v) in (bool, int, float, str)}
 HERE = os.path.dirname(os.path.abspath(__file__))
-CHECKPOINT_KEYS = ("model", "optimizer", "model_args", "iter_num", "best_val_loss", "elapsed", "config", "ranks")
 
 
-class TrainError(RuntimeError):
-    """A problem with the run's inputs (data, checkpoint, options) that a message explains."""
+def validate(cfg):
+    """Options of the run itself; the model's are checked by GPTConfig (see model_config)."""
+    for key in ("batch_size", "gradient_accumulation_steps", "eval_interval", "log_interval", "eval_iters",
+                "max_nonfinite"):
+        if cfg[key] <= 0:
+            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
+    if cfg["max_iters"] < 0:
+        raise ConfigError(f"max_iters must be ≥ 0, got {cfg['max_iters']}")
+    if cfg["learning_rate"] <= 0:
+        raise ConfigError(f"learning_rate must be positive, got {cfg['learning_rate']}")
+    for key, allowed in (("init_from", ("scratch", "resume")), ("backend", ("auto", "nccl", "gloo")),
+                         ("dtype", ("auto", *DTYPES))):
+        if cfg[key] not in allowed:
+            raise ConfigError(f"{key}={cfg[key]!r} is not one of {allowed}")
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path, state):
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact, never a truncated one."""
-    tmp = f"{path}.tmp.{os.getpid()}"
+def model_config(model_args):
+    """GPTConfig from a dict of model options; an invalid one is a ConfigError with GPTConfig's message."""
     try:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def load_checkpoint(path, map_location="cpu"):
-    if not os.path.exists(path):
-        raise TrainError(f"no checkpoint at {path} to resume from (train with init_from='scratch' first)")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise TrainError(f"checkpoint {path} is corrupt or truncated and cannot be loaded "
-                         f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise TrainError(f"{path} is not a kappaGPT checkpoint (missing {', '.join(missing)})")
-    return ckpt
-
-
-def check_resume_compatible(ckpt_args, cfg, path):
-    """Resuming with another model shape or geometry would silently train a different model."""
-    for key in MODEL_KEYS:
-        if key in RESUME_MAY_CHANGE:
-            continue
-        if key in ckpt_args and ckpt_args[key] != cfg[key]:
-            if key == "block_size" and cfg[key] > ckpt_args[key]:
-                raise TrainError(f"block_size={cfg[key]} is larger than the checkpoint's {ckpt_args[key]} "
-                                 f"({path}); a model cannot attend beyond the positions it was trained with")
-            raise TrainError(f"cannot resume {path}: {key}={cfg[key]!r} but the checkpoint has "
-                             f"{key}={ckpt_args[key]!r}; model options must match the checkpoint")
-
-
-# ----------------------------------------------------------------------------- helpers
+        return GPTConfig(**model_args)
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
 
 
 def get_lr(it, cfg):
@@ -156,33 +120,65 @@ def get_lr(it, cfg):
     return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg["learning_rate"] - cfg["min_lr"])
 
 
-def validate(cfg):
-    for key in ("batch_size", "block_size", "gradient_accumulation_steps", "eval_interval", "log_interval",
-                "eval_iters", "n_layer", "n_head", "n_embd", "max_nonfinite"):
-        if cfg[key] <= 0:
-            raise ConfigError(f"{key} must be positive, got {cfg[key]}")
-    if cfg["max_iters"] < 0:
-        raise ConfigError(f"max_iters must be ≥ 0, got {cfg['max_iters']}")
-    if cfg["learning_rate"] <= 0:
-        raise ConfigError(f"learning_rate must be positive, got {cfg['learning_rate']}")
-    for key, allowed in (("init_from", ("scratch", "resume")), ("backend", ("auto", "nccl", "gloo")),
-                         ("dtype", ("auto", *DTYPES))):
-        if cfg[key] not in allowed:
-            raise ConfigError(f"{key}={cfg[key]!r} is not one of {allowed}")
+# ----------------------------------------------------------------------------- the state of a run
 
 
-def resolve_device(device):
-    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
-    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+@dataclasses.dataclass
+class Process:
+    """This process's place in the job: the only one, or one of torchrun's."""
+    ddp: bool
+    rank: int
+    local_rank: int
+    world: int
+    device: str
+
+    @property
+    def master(self):  # the process that prints, logs and writes checkpoints
+        return self.rank == 0
+
+    @property
+    def device_type(self):
+        return "cuda" if self.device.startswith("cuda") else "cpu"
 
 
-def precision(dtype, device_type):
-    """The compute dtype ('auto' → bfloat16 on GPUs that support it, else float32) and its autocast context."""
-    if dtype == "auto":
-        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
-    if dtype not in DTYPES:
-        raise ConfigError(f"dtype={dtype!r} is not one of {('auto', *DTYPES)}")
-    return dtype, nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=DTYPES[dtype])
+@dataclasses.dataclass
+class Progress:
+    """How far the run is; iter_num, best_val_loss and elapsed travel in the checkpoint."""
+    iter_num: int = 0
+    best_val_loss: float = float("inf")
+    elapsed: float = 0.0  # wall-clock seconds of the run before `started` (earlier sessions, when resumed)
+    started: float = dataclasses.field(default_factory=time.time)
+    last_loss: float = float("nan")
+    nonfinite_run: int = 0  # consecutive skipped steps
+    nonfinite_steps: int = 0  # skipped steps in this session
+
+    def wall(self):
+        return self.elapsed + time.time() - self.started
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything the steps of a training run share."""
+    cfg: dict
+    proc: Process
+    data: object  # loader.CharDataset or loader.ShardDataset
+    raw_model: GPT
+    model: torch.nn.Module  # raw_model, compiled and/or wrapped in DDP
+    optimizer: object
+    scaler: torch.amp.GradScaler
+    autocast: object
+    dtype: str
+    model_args: dict
+    progress: Progress
+    ckpt_path: str
+    logger: "Logger | None" = None
+
+    @property
+    def tokens_per_iter(self):
+        return self.cfg["gradient_accumulation_steps"] * self.cfg["batch_size"] * self.cfg["block_size"]
+
+
+# ----------------------------------------------------------------------------- logging
 
 
 def kappa_summary(kappas):
@@ -235,254 +231,299 @@ class Logger:
             self.wandb.finish()
 
 
+# ----------------------------------------------------------------------------- start: everything before step 1
+
+
+def init_process(cfg):
+    """Single process, or (under torchrun) join the process group."""
+    dev = resolve_device(cfg["device"])
+    if int(os.environ.get("RANK", -1)) == -1:
+        return Process(False, 0, 0, 1, dev)
+    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if dev.startswith("cuda"):
+        dev = f"cuda:{local_rank}"
+        torch.cuda.set_device(dev)
+    backend = cfg["backend"] if cfg["backend"] != "auto" else ("nccl" if dev.startswith("cuda") else "gloo")
+    torch.distributed.init_process_group(backend=backend)
+    if cfg["gradient_accumulation_steps"] % world:
+        raise ConfigError(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} must be a "
+                          f"multiple of the number of processes ({world})")
+    return Process(True, rank, local_rank, world, dev)
+
+
+def restore(ckpt, run):
+    """Continue where the checkpoint stopped: weights, optimizer, progress, data position and RNG. Returns
+    the wandb run id."""
+    run.raw_model.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    p = run.progress
+    p.iter_num, p.best_val_loss, p.elapsed = ckpt["iter_num"], ckpt["best_val_loss"], ckpt["elapsed"]
+    ranks, rank = ckpt["ranks"], run.proc.rank
+    if len(ranks) == run.proc.world:  # same world size: every process continues exactly where it stopped
+        run.data.load_state_dict(ranks[rank]["data"])
+        torch.set_rng_state(ranks[rank]["torch_rng"])
+        if run.proc.device_type == "cuda" and "cuda_rng" in ranks[rank]:
+            torch.cuda.set_rng_state(ranks[rank]["cuda_rng"].cpu(), run.proc.device)
+    else:  # the data order restarts from rank 0's position; sampling noise differs from the original run
+        run.data.load_state_dict(ranks[0]["data"])
+        print(f"resuming {len(ranks)}-process checkpoint with {run.proc.world} processes: not bit-exact")
+    return ckpt.get("wandb_run_id")
+
+
+def start(cfg):
+    """Check the options, join the process group, seed, open the data, build the model (or resume it from
+    out_dir/ckpt.pt), compile and wrap it, then open out_dir and the logger."""
+    validate(cfg)
+    model_config({k: cfg[k] for k in MODEL_KEYS})  # a bad model option fails before any work is done
+    proc = init_process(cfg)
+    dtype, autocast = precision(cfg["dtype"], proc.device_type)
+    torch.manual_seed(cfg["seed"] + proc.rank)
+    if proc.device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    data = open_dataset(cfg["data_dir"] or os.path.join(HERE, "data", cfg["dataset"]), cfg["dataset"],
+                        cfg["block_size"], cfg["batch_size"], proc.rank, proc.world, cfg["seed"], cfg["eval_iters"],
+                        cfg["val_tokens"], cfg["data_random_start"])
+    ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
+    model_args = {k: cfg[k] for k in MODEL_KEYS} | {"vocab_size": data.meta["vocab_size"] if data.meta else 50304}
+    ckpt = None
+    if cfg["init_from"] == "resume":
+        ckpt = load_checkpoint(ckpt_path, map_location=proc.device)
+        check_resume_compatible(ckpt["model_args"], cfg, ckpt_path)
+        if ckpt["config"].get("optimizer", "adamw") != cfg["optimizer"]:
+            raise RunError(f"cannot resume {ckpt_path}: optimizer={cfg['optimizer']!r} but the checkpoint was "
+                           f"trained with optimizer={ckpt['config'].get('optimizer', 'adamw')!r}")
+        model_args = dict(ckpt["model_args"], **{k: cfg[k] for k in RESUME_MAY_CHANGE})
+    raw_model = GPT(model_config(model_args)).to(proc.device)
+    try:
+        optimizer = configure_optimizers(raw_model, cfg["weight_decay"], cfg["learning_rate"],
+                                         (cfg["beta1"], cfg["beta2"]), proc.device_type, cfg["curvature_lr_mult"],
+                                         cfg["optimizer"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from e
+    run = Run(cfg, proc, data, raw_model, raw_model, optimizer,
+              torch.amp.GradScaler(proc.device_type, enabled=(dtype == "float16")), autocast, dtype, model_args,
+              Progress(), ckpt_path)
+    run_id = restore(ckpt, run) if ckpt is not None else None
+    if cfg["compile"]:
+        run.model = torch.compile(run.model)
+    if proc.ddp:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        run.model = DDP(run.model, device_ids=[proc.local_rank] if proc.device_type == "cuda" else None)
+    if proc.master:
+        os.makedirs(cfg["out_dir"], exist_ok=True)
+        for stale in glob.glob(f"{ckpt_path}.tmp.*"):  # left by a process killed while saving
+            os.remove(stale)
+        run.logger = Logger(cfg, run_id, resumed=cfg["init_from"] == "resume")
+        c = raw_model.config
+        print(f"{raw_model.get_num_params() / 1e6:.2f}M parameters | curvature={c.curvature} "
+              f"reference={c.reference} residual={c.residual} | {run.tokens_per_iter:,} tokens/iter | device "
+              f"{proc.device} {dtype} | world {proc.world} | starting at iter {run.progress.iter_num}")
+    return run
+
+
+# ----------------------------------------------------------------------------- the steps
+
+
 @torch.no_grad()
-def estimate_loss(model, data, autocast, device, ddp):
+def estimate_loss(run):
     """Mean loss per split over the dataset's fixed evaluation batches, averaged over processes."""
     out = {}
-    model.eval()
-    for split in data.eval_splits:
-        total, n = torch.zeros((), device=device), 0
-        for x, y in data.eval_batches(split, device):
-            with autocast:
-                _, loss = model(x, y)
+    run.model.eval()
+    for split in run.data.eval_splits:
+        total, n = torch.zeros((), device=run.proc.device), 0
+        for x, y in run.data.eval_batches(split, run.proc.device):
+            with run.autocast:
+                _, loss = run.model(x, y)
             total += loss.float()
             n += 1
         mean = total / n
-        if ddp:
+        if run.proc.ddp:
             torch.distributed.all_reduce(mean, op=torch.distributed.ReduceOp.AVG)
         out[split] = mean.item()
-    model.train()
+    run.model.train()
     return out
 
 
-# ----------------------------------------------------------------------------- training
+@torch.no_grad()
+def geometry_health(run):
+    """Each curved block's clamped fraction and mean radius on one validation batch (empty if Euclidean)."""
+    stats = []
+    if run.raw_model.curvature is not None:
+        with run.autocast:
+            run.raw_model.eval()
+            run.raw_model(next(run.data.eval_batches("val", run.proc.device))[0], stats=stats)
+            run.raw_model.train()
+    return stats
+
+
+def save(run, val_loss):
+    """Checkpoint the run, with every process's data position and RNG so that a resume at the same world
+    size continues exactly."""
+    mine = {"data": run.data.state_dict(), "torch_rng": torch.get_rng_state()}
+    if run.proc.device_type == "cuda":
+        mine["cuda_rng"] = torch.cuda.get_rng_state(run.proc.device)
+    ranks = [mine]
+    if run.proc.ddp:
+        ranks = [None] * run.proc.world
+        torch.distributed.all_gather_object(ranks, mine)
+    if run.proc.master:
+        p = run.progress
+        save_checkpoint(run.ckpt_path, {
+            "model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "model_args": run.model_args, "iter_num": p.iter_num, "best_val_loss": p.best_val_loss,
+            "val_loss": val_loss, "elapsed": p.wall(), "config": run.cfg, "ranks": ranks,
+            "wandb_run_id": run.logger.run_id, "meta": run.data.meta,
+        })
+
+
+def evaluate_and_checkpoint(run, lr, may_save):
+    """Evaluate, log the losses and the geometry's health, and checkpoint when may_save and the policy
+    (always_save_checkpoint, or an improved val loss) say so. Returns the losses."""
+    losses = estimate_loss(run)
+    stats = geometry_health(run)
+    p = run.progress
+    if run.proc.master:
+        print(f"eval iter {p.iter_num}: " + ", ".join(f"{k} loss {v:.4f}" for k, v in losses.items()))
+        run.logger.log(p.iter_num, {"val/loss": losses["val"],
+                                    **({"train/eval_loss": losses["train"]} if "train" in losses else {}),
+                                    "wall": p.wall(), "lr": lr, **curvature_metrics(run.raw_model, stats)})
+    improved = losses["val"] < p.best_val_loss
+    p.best_val_loss = min(p.best_val_loss, losses["val"])
+    if may_save and (improved or run.cfg["always_save_checkpoint"]):
+        save(run, losses["val"])
+    return losses
+
+
+def optimizer_step(run):
+    """One optimizer step over gradient_accumulation_steps micro-batches, gradients clipped. A step whose loss
+    or gradient norm is not finite is not applied. Returns the loss, the gradient norm and finiteness."""
+    grad_accum = run.cfg["gradient_accumulation_steps"] // run.proc.world
+    for micro_step in range(grad_accum):
+        if run.proc.ddp:  # sync gradients only on the last micro-step
+            run.model.require_backward_grad_sync = micro_step == grad_accum - 1
+        x, y = run.data.train_batch(run.proc.device)
+        with run.autocast:
+            _, loss = run.model(x, y)
+            loss = loss / grad_accum
+        run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    max_norm = run.cfg["grad_clip"] if run.cfg["grad_clip"] > 0 else float("inf")  # inf: measure, don't clip
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), max_norm).item()
+    loss = loss.item() * grad_accum
+    finite = math.isfinite(grad_norm) and math.isfinite(loss)
+    if finite or run.scaler.is_enabled():  # a float16 scaler skips non-finite steps itself
+        run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    return loss, grad_norm, finite
+
+
+def count_nonfinite(run, finite, loss, grad_norm):
+    """Count skipped steps; too many in a row stop the run (one bad batch must not, a diverged run must)."""
+    p = run.progress
+    if finite:
+        p.nonfinite_run = 0
+        return
+    p.nonfinite_run += 1
+    p.nonfinite_steps += 1
+    if run.proc.master:
+        print(f"iter {p.iter_num}: non-finite loss {loss} or gradient norm {grad_norm}: step skipped "
+              f"({p.nonfinite_run} in a row, {p.nonfinite_steps} in all)")
+    if p.nonfinite_run >= run.cfg["max_nonfinite"]:
+        raise RunError(f"{p.nonfinite_run} consecutive non-finite steps at iter {p.iter_num}: stopping. "
+                       f"The last good checkpoint {run.ckpt_path} is intact; lower learning_rate, or "
+                       f"resume with dtype='float32' to rule out precision")
+
+
+def log_step(run, loss, grad_norm, lr, t_step):
+    """Print and log one training line (rank 0): loss, speed, lr, κ."""
+    if run.proc.device_type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.time() - t_step
+    p, tokens = run.progress, run.tokens_per_iter
+    line = f"iter {p.iter_num}: loss {loss:.4f}, {dt * 1000:.1f} ms/iter, {tokens / dt:,.0f} tok/s, lr {lr:.2e}"
+    metrics = {"train/loss": loss, "lr": lr, "tokens_per_sec": tokens / dt, "grad_norm": grad_norm,
+               "ms_per_iter": dt * 1000, "nonfinite_steps": p.nonfinite_steps, "wall": p.wall()}
+    if run.cfg["peak_flops"] > 0:
+        micro_batches = run.cfg["batch_size"] * run.cfg["gradient_accumulation_steps"] // run.proc.world
+        metrics["mfu"] = run.raw_model.estimate_mfu(micro_batches, dt, run.cfg["peak_flops"])
+        line += f", mfu {metrics['mfu'] * 100:.1f}%"
+    if run.raw_model.curvature is not None:
+        line += ", " + kappa_summary(run.raw_model.kappas().detach().float())
+        metrics.update(curvature_metrics(run.raw_model, []))
+    print(line)
+    run.logger.log(p.iter_num, metrics)
+
+
+class StopSignal:
+    """SIGTERM or SIGINT (a preemption, a kill, Ctrl-C) asks the run to finish its step, save and return.
+    Every process listens: torchrun forwards the signal to all of them."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            self.previous = {s: signal.signal(s, self._receive) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _receive(self, signum, frame):
+        self.received = signum
+
+    def agreed(self, proc):
+        """Whether to stop now; under DDP a signal may reach the processes a step apart, so all stop at the
+        step where the first one saw it."""
+        stop = self.received is not None
+        if proc.ddp:
+            flag = torch.tensor(float(stop), device=proc.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = flag.item() > 0
+        return stop
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)
+
+
+# ----------------------------------------------------------------------------- the loop
 
 
 def train(cfg):
     """Run one training job described by the config dict `cfg`; returns a summary for scripts and tests."""
-    validate(cfg)
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    dev = resolve_device(cfg["device"])
-    if ddp:
-        import torch.distributed as dist
-
-        rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-        if dev.startswith("cuda"):
-            dev = f"cuda:{local_rank}"
-            torch.cuda.set_device(dev)
-        backend = cfg["backend"] if cfg["backend"] != "auto" else ("nccl" if dev.startswith("cuda") else "gloo")
-        dist.init_process_group(backend=backend)
-        if cfg["gradient_accumulation_steps"] % world:
-            raise ConfigError(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} must be a "
-                              f"multiple of the number of processes ({world})")
-    else:
-        rank, local_rank, world = 0, 0, 1
-    master = rank == 0
-    grad_accum = cfg["gradient_accumulation_steps"] // world
-    device_type = "cuda" if dev.startswith("cuda") else "cpu"
-    dtype, autocast = precision(cfg["dtype"], device_type)
-    torch.manual_seed(cfg["seed"] + rank)
-    if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-    data_dir = cfg["data_dir"] or os.path.join(HERE, "data", cfg["dataset"])
-    data = open_dataset(data_dir, cfg["dataset"], cfg["block_size"], cfg["batch_size"], rank, world, cfg["seed"],
-                        cfg["eval_iters"], cfg["val_tokens"], cfg["data_random_start"])
-    vocab_size = data.meta["vocab_size"] if data.meta else 50304
-    ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
-
-    model_args = {k: cfg[k] for k in MODEL_KEYS} | {"vocab_size": vocab_size}
-    ckpt = None
-    if cfg["init_from"] == "resume":
-        ckpt = load_checkpoint(ckpt_path, map_location=dev)
-        check_resume_compatible(ckpt["model_args"], cfg, ckpt_path)
-        if ckpt["config"].get("optimizer", "adamw") != cfg["optimizer"]:
-            raise TrainError(f"cannot resume {ckpt_path}: optimizer={cfg['optimizer']!r} but the checkpoint was "
-                             f"trained with optimizer={ckpt['config'].get('optimizer', 'adamw')!r}")
-        model_args = dict(ckpt["model_args"], **{k: cfg[k] for k in RESUME_MAY_CHANGE})
-    try:
-        model_config = GPTConfig(**model_args)
-    except ValueError as e:  # an invalid combination of model options
-        raise ConfigError(str(e)) from e
-    model = GPT(model_config).to(dev)
-    iter_num, best_val_loss, elapsed, run_id = 0, float("inf"), 0.0, None
-    try:
-        optimizer = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]),
-                                               device_type, cfg["curvature_lr_mult"], cfg["optimizer"])
-    except ValueError as e:
-        raise ConfigError(str(e)) from e
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        iter_num, best_val_loss, elapsed = ckpt["iter_num"], ckpt["best_val_loss"], ckpt["elapsed"]
-        run_id = ckpt.get("wandb_run_id")
-        ranks = ckpt["ranks"]
-        if len(ranks) == world:  # same world size: every process continues exactly where it stopped
-            data.load_state_dict(ranks[rank]["data"])
-            torch.set_rng_state(ranks[rank]["torch_rng"])
-            if device_type == "cuda" and "cuda_rng" in ranks[rank]:
-                torch.cuda.set_rng_state(ranks[rank]["cuda_rng"].cpu(), dev)
-        else:  # the data order restarts from rank 0's position; sampling noise differs from the original run
-            data.load_state_dict(ranks[0]["data"])
-            print(f"resuming {len(ranks)}-process checkpoint with {world} processes: not bit-exact")
-        ckpt = None  # free memory
-    raw_model = model
-    scaler = torch.amp.GradScaler(device_type, enabled=(dtype == "float16"))
-    if cfg["compile"]:
-        model = torch.compile(model)
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
-
-    tokens_per_iter = grad_accum * world * cfg["batch_size"] * cfg["block_size"]
-    logger = None
-    if master:
-        os.makedirs(cfg["out_dir"], exist_ok=True)
-        for stale in glob.glob(f"{ckpt_path}.tmp.*"):  # left by a process killed while saving
-            os.remove(stale)
-        logger = Logger(cfg, run_id, resumed=cfg["init_from"] == "resume")
-        n_params = raw_model.get_num_params() / 1e6
-        print(f"{n_params:.2f}M parameters | curvature={raw_model.config.curvature} reference={raw_model.config.reference} "
-              f"residual={raw_model.config.residual} | {tokens_per_iter:,} tokens/iter | device {dev} {dtype} "
-              f"| world {world} | starting at iter {iter_num}")
-
-    def checkpoint(val_loss):
-        mine = {"data": data.state_dict(), "torch_rng": torch.get_rng_state()}
-        if device_type == "cuda":
-            mine["cuda_rng"] = torch.cuda.get_rng_state(dev)
-        ranks = [mine]
-        if ddp:  # every rank's data position and RNG, so a resume at the same world size continues exactly
-            ranks = [None] * world
-            torch.distributed.all_gather_object(ranks, mine)
-        if master:
-            save_checkpoint(ckpt_path, {
-                "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": model_args,
-                "iter_num": iter_num, "best_val_loss": best_val_loss, "val_loss": val_loss, "elapsed": elapsed,
-                "config": cfg, "ranks": ranks, "wandb_run_id": logger.run_id,
-                "meta": data.meta,
-            })
-
-    stop = {"signal": None}
-
-    def on_signal(signum, frame):  # finish the current step, save, exit cleanly
-        stop["signal"] = signum
-
-    # every process listens (torchrun forwards SIGTERM to all of them); under DDP they agree on when to stop
-    previous_handlers = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} \
-        if _main_thread() else {}
-
-    start_iter = iter_num
-    nonfinite_run = nonfinite_steps = 0
+    run = start(cfg)
+    p, stop, first_iter = run.progress, StopSignal(), run.progress.iter_num
     summary = {"val_loss": None, "train_loss": None}
-    t0 = time.time()
-    last_loss = float("nan")
+    p.started = time.time()
     try:
         while True:
-            lr = get_lr(iter_num, cfg)
-            for group in optimizer.param_groups:
+            lr = get_lr(p.iter_num, cfg)
+            for group in run.optimizer.param_groups:
                 group["lr"] = lr * group["lr_mult"]
-            is_last = iter_num >= cfg["max_iters"]
-            if (iter_num % cfg["eval_interval"] == 0 or is_last) and not (iter_num == start_iter and iter_num > 0):
-                losses = estimate_loss(model, data, autocast, dev, ddp)
+            is_last = p.iter_num >= cfg["max_iters"]
+            resumed_here = p.iter_num == first_iter and first_iter > 0  # the checkpoint's eval is not repeated
+            if (p.iter_num % cfg["eval_interval"] == 0 or is_last) and not resumed_here:
+                losses = evaluate_and_checkpoint(run, lr, may_save=p.iter_num > first_iter)
                 summary.update(train_loss=losses.get("train"), val_loss=losses["val"])
-                stats = []
-                if raw_model.curvature is not None:
-                    with torch.no_grad(), autocast:
-                        raw_model.eval()
-                        raw_model(next(data.eval_batches("val", dev))[0], stats=stats)
-                        raw_model.train()
-                if master:
-                    print(f"eval iter {iter_num}: " + ", ".join(f"{k} loss {v:.4f}" for k, v in losses.items()))
-                    logger.log(iter_num, {"val/loss": losses["val"],
-                                          **({"train/eval_loss": losses["train"]} if "train" in losses else {}),
-                                          "wall": elapsed + time.time() - t0, "lr": lr,
-                                          **curvature_metrics(raw_model, stats)})
-                improved = losses["val"] < best_val_loss
-                best_val_loss = min(best_val_loss, losses["val"])
-                if iter_num > start_iter and (improved or cfg["always_save_checkpoint"]):
-                    elapsed, t0 = elapsed + time.time() - t0, time.time()  # wall time so far, kept across resumes
-                    checkpoint(losses["val"])
-            if is_last or (iter_num == start_iter and cfg["eval_only"]):
+            if is_last or (p.iter_num == first_iter and cfg["eval_only"]):
                 break
-
             t_step = time.time()
-            for micro_step in range(grad_accum):
-                if ddp:  # sync gradients only on the last micro-step
-                    model.require_backward_grad_sync = micro_step == grad_accum - 1
-                x, y = data.train_batch(dev)
-                with autocast:
-                    _, loss = model(x, y)
-                    loss = loss / grad_accum
-                scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            max_norm = cfg["grad_clip"] if cfg["grad_clip"] > 0 else float("inf")  # inf: measure, don't clip
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
-            last_loss = loss.item() * grad_accum
-            finite = math.isfinite(grad_norm) and math.isfinite(last_loss)
-            if finite or scaler.is_enabled():  # a float16 scaler skips non-finite steps itself
-                scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            iter_num += 1
-            if finite:
-                nonfinite_run = 0
-            else:  # skip the update: one bad batch or spike must not poison the weights
-                nonfinite_run += 1
-                nonfinite_steps += 1
-                if master:
-                    print(f"iter {iter_num}: non-finite loss {last_loss} or gradient norm {grad_norm}: step skipped "
-                          f"({nonfinite_run} in a row, {nonfinite_steps} in all)")
-                if nonfinite_run >= cfg["max_nonfinite"]:
-                    raise TrainError(f"{nonfinite_run} consecutive non-finite steps at iter {iter_num}: stopping. "
-                                     f"The last good checkpoint {ckpt_path} is intact; lower learning_rate, or "
-                                     f"resume with dtype='float32' to rule out precision")
-            if iter_num % cfg["log_interval"] == 0 and master:
-                if device_type == "cuda":
-                    torch.cuda.synchronize()
-                dt = time.time() - t_step
-                ks = raw_model.kappas().detach().float()
-                line = (f"iter {iter_num}: loss {last_loss:.4f}, {dt * 1000:.1f} ms/iter, "
-                        f"{tokens_per_iter / dt:,.0f} tok/s, lr {lr:.2e}")
-                metrics = {"train/loss": last_loss, "lr": lr, "tokens_per_sec": tokens_per_iter / dt,
-                           "grad_norm": grad_norm, "ms_per_iter": dt * 1000, "nonfinite_steps": nonfinite_steps,
-                           "wall": elapsed + time.time() - t0}
-                if cfg["peak_flops"] > 0:
-                    mfu = raw_model.estimate_mfu(cfg["batch_size"] * grad_accum, dt, cfg["peak_flops"])
-                    metrics["mfu"] = mfu
-                    line += f", mfu {mfu * 100:.1f}%"
-                if raw_model.curvature is not None:
-                    line += ", " + kappa_summary(ks)
-                    metrics.update(curvature_metrics(raw_model, []))
-                print(line)
-                logger.log(iter_num, metrics)
-            stop_now = stop["signal"] is not None
-            if ddp:  # a signal may reach the processes a step apart: stop together at the first one's step
-                flag = torch.tensor(float(stop_now), device=dev)
-                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-                stop_now = flag.item() > 0
-            if stop_now:
-                if master:
-                    print(f"stop signal received: saving a checkpoint at iter {iter_num} and exiting")
-                elapsed, t0 = elapsed + time.time() - t0, time.time()
-                checkpoint(float("nan"))
+            p.last_loss, grad_norm, finite = optimizer_step(run)
+            p.iter_num += 1
+            count_nonfinite(run, finite, p.last_loss, grad_norm)
+            if p.iter_num % cfg["log_interval"] == 0 and run.proc.master:
+                log_step(run, p.last_loss, grad_norm, lr, t_step)
+            if stop.agreed(run.proc):
+                if run.proc.master:
+                    print(f"stop signal received: saving a checkpoint at iter {p.iter_num} and exiting")
+                save(run, float("nan"))
                 break
     finally:
-        for s, h in previous_handlers.items():
-            signal.signal(s, h)
-        if logger is not None:
-            logger.finish()
-        if ddp:
+        stop.restore()
+        if run.logger is not None:
+            run.logger.finish()
+        if run.proc.ddp:
             torch.distributed.destroy_process_group()
-    summary.update(iter_num=iter_num, last_train_loss=last_loss, kappas=raw_model.kappas().detach().cpu())
-    return summary
-
-
-def _main_thread():
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
+    return dict(summary, iter_num=p.iter_num, last_train_loss=p.last_loss, kappas=run.raw_model.kappas().detach().cpu())
 
 
 def main(argv=None):
@@ -490,7 +531,7 @@ def main(argv=None):
     try:
         cfg = configure(DEFAULTS, argv)
         return train(cfg)
-    except (ConfigError, TrainError, DataError) as e:
+    except (ConfigError, RunError, DataError) as e:
         sys.exit(f"error: {e}")
 
 

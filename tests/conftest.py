@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from model import GPT, GPTConfig
+from runtime import configure_optimizers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
@@ -81,7 +82,7 @@ def tiny_corpus():
 def train_losses(model, steps, autocast=False, optimizer="adamw"):
     """Train `model` (built with the tiny corpus's vocabulary) for `steps` steps; return the losses."""
     data, _ = tiny_corpus()
-    opt = model.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer=optimizer)
+    opt = configure_optimizers(model, 0.0, 3e-3, (0.9, 0.95), "cpu", optimizer=optimizer)
     g = torch.Generator().manual_seed(0)
     losses = []
     for _ in range(steps):

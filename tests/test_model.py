@@ -7,6 +7,7 @@ import geometry as geo
 from conftest import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
                       train_losses)
 from model import GPT, GPTConfig
+from runtime import configure_optimizers
 
 MODES = [  # (curvature, reference, residual)
     ("euclidean", "prev_token", "mobius"),
@@ -163,7 +164,7 @@ def test_crop_block_size_and_generate():
 
 def test_optimizer_groups():
     m = make()
-    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", curvature_lr_mult=10.0)
+    opt = configure_optimizers(m, 0.1, 1e-3, (0.9, 0.95), "cpu", curvature_lr_mult=10.0)
     decay, nodecay, curv = opt.param_groups
     assert decay["weight_decay"] == 0.1 and all(p.dim() >= 2 for p in decay["params"])
     assert nodecay["weight_decay"] == 0.0 and all(p.dim() < 2 for p in nodecay["params"])
@@ -171,7 +172,7 @@ def test_optimizer_groups():
     assert {id(p) for p in curv["params"]} == {id(p) for p in m.curvature.parameters()}
     n_in_groups = sum(len(gr["params"]) for gr in opt.param_groups)
     assert n_in_groups == len(list(m.parameters()))
-    assert len(make("euclidean").configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu").param_groups) == 2
+    assert len(configure_optimizers(make("euclidean"), 0.1, 1e-3, (0.9, 0.95), "cpu").param_groups) == 2
 
 
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])

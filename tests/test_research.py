@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 
 import geometry as geo
-from model import GPTConfig, MultiOptimizer
+from model import GPTConfig
+from runtime import MultiOptimizer, configure_optimizers
 from conftest import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
                         train_losses)
 
@@ -151,7 +152,7 @@ def test_cached_generation_matches_uncached(mode):
 
 def test_muon_optimizer_groups_training_and_state():
     m = make("hyperbolic", attention="distance")
-    opt = m.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon")
+    opt = configure_optimizers(m, 0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon")
     assert isinstance(opt, MultiOptimizer)
     muon, adamw = opt.optimizers
     assert isinstance(muon, torch.optim.Muon)
@@ -167,14 +168,14 @@ def test_muon_optimizer_groups_training_and_state():
     losses, opt = train_losses(m, 40, optimizer="muon")
     assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
     state = opt.state_dict()
-    fresh = m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="muon")
+    fresh = configure_optimizers(m, 0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="muon")
     fresh.load_state_dict(state)
     assert torch.equal(fresh.optimizers[0].state_dict()["state"][0]["momentum_buffer"],
                        state["optimizers"][0]["state"][0]["momentum_buffer"])
     with pytest.raises(ValueError, match="does not match"):
-        fresh.load_state_dict(m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu").state_dict())
+        fresh.load_state_dict(configure_optimizers(m, 0.0, 3e-3, (0.9, 0.95), "cpu").state_dict())
     with pytest.raises(ValueError, match="optimizer='sgd' is not one of"):
-        m.configure_optimizers(0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="sgd")
+        configure_optimizers(m, 0.0, 3e-3, (0.9, 0.95), "cpu", optimizer="sgd")
 
 
 @pytest.mark.parametrize("kw, msg", [

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import runtime
 import sample
 import train
 from configurator import ConfigError, configure
@@ -214,8 +215,9 @@ def test_resume_errors(char_data, tmp_path):
     assert run_error(tiny_args(char_data, out, init_from="resume", optimizer="muon")) == (
         f"error: cannot resume {ck}: optimizer='muon' but the checkpoint was trained with optimizer='adamw'")
     torch.save({"model": {}, "iter_num": 3}, out / "other.pt")
-    with pytest.raises(train.TrainError, match="other.pt is not a kappaGPT checkpoint \\(missing optimizer, model_args"):
-        train.load_checkpoint(str(out / "other.pt"))
+    with pytest.raises(runtime.RunError,
+                       match="other.pt is not a kappaGPT checkpoint \\(missing optimizer, model_args"):
+        runtime.load_checkpoint(str(out / "other.pt"))
     good = (out / "ckpt.pt").read_bytes()
     (out / "ckpt.pt").write_bytes(good[: len(good) // 2])
     msg = run_error(tiny_args(char_data, out, init_from="resume", max_iters=20))
@@ -229,7 +231,7 @@ def test_bad_train_options(char_data, tmp_path):
         "error: init_from='gpt2' is not one of ('scratch', 'resume')"
     assert run_error(["--not_a_key=1"]).startswith("error: unknown config key 'not_a_key' in command line")
     assert run_error(tiny_args(char_data, tmp_path, reference="origin", residual="tangent")) == (
-        "error: reference='origin' with residual='tangent' makes curvature a no-op (the stream is v ← v + f in "
+        "error: reference='origin' with residual='tangent' makes curvature a no-op (the stream is h ← h + f in "
         "the origin's tangent space); use residual='mobius' or reference='prev_token'")
     assert run_error(tiny_args(char_data, tmp_path, curvature="hyperbolic", curvature_init=0.1)) == (
         "error: curvature='hyperbolic' needs curvature_init < 0, got 0.1")

@@ -1,0 +1,155 @@
+"""
+What train.py, sample.py and bench.py share, so that none of them imports another: the error type, device
+and precision, checkpoints (atomic save, checked load, resume compatibility), and the optimizers.
+
+Imports model.py; model.py never imports it.
+"""
+import dataclasses
+import inspect
+import os
+from contextlib import nullcontext
+
+import torch
+
+from configurator import ConfigError
+from model import GPT, GPTConfig
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# Every GPTConfig field is a run option, except the vocabulary size, which the dataset decides.
+MODEL_KEYS = tuple(f.name for f in dataclasses.fields(GPTConfig) if f.name != "vocab_size")
+MODEL_DEFAULTS = {f.name: f.default for f in dataclasses.fields(GPTConfig) if f.name in MODEL_KEYS}
+RESUME_MAY_CHANGE = ("dropout", "geometry_checkpoint")  # model options that leave the function unchanged
+CHECKPOINT_KEYS = ("model", "optimizer", "model_args", "iter_num", "best_val_loss", "elapsed", "config", "ranks")
+
+
+class RunError(RuntimeError):
+    """A problem with a run's inputs (checkpoint, options, state) that the message explains."""
+
+
+# ----------------------------------------------------------------------------- device and precision
+
+
+def resolve_device(device):
+    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
+    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def precision(dtype, device_type):
+    """The compute dtype ('auto' → bfloat16 on GPUs that support it, else float32) and its autocast context."""
+    if dtype == "auto":
+        dtype = "bfloat16" if device_type == "cuda" and torch.cuda.is_bf16_supported() else "float32"
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype={dtype!r} is not one of {('auto', *DTYPES)}")
+    return dtype, nullcontext() if dtype == "float32" else torch.autocast(device_type, dtype=DTYPES[dtype])
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path, state):
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact, never a truncated one."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """The checkpoint dict at `path`, loaded with weights_only=True and checked for kappaGPT's keys."""
+    if not os.path.exists(path):
+        raise RunError(f"no checkpoint at {path} to resume from (train with init_from='scratch' first)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise RunError(f"checkpoint {path} is corrupt or truncated and cannot be loaded "
+                       f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise RunError(f"{path} is not a kappaGPT checkpoint (missing {', '.join(missing)})")
+    return ckpt
+
+
+def model_from_checkpoint(ckpt):
+    """The checkpoint's model, weights loaded, on the CPU."""
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def check_resume_compatible(ckpt_args, cfg, path):
+    """Resuming with another model shape or geometry would silently train a different model."""
+    for key in MODEL_KEYS:
+        if key in RESUME_MAY_CHANGE or key not in ckpt_args or ckpt_args[key] == cfg[key]:
+            continue
+        if key == "block_size" and cfg[key] > ckpt_args[key]:
+            raise RunError(f"block_size={cfg[key]} is larger than the checkpoint's {ckpt_args[key]} "
+                           f"({path}); a model cannot attend beyond the positions it was trained with")
+        raise RunError(f"cannot resume {path}: {key}={cfg[key]!r} but the checkpoint has "
+                       f"{key}={ckpt_args[key]!r}; model options must match the checkpoint")
+
+
+# ----------------------------------------------------------------------------- optimizers
+
+
+class MultiOptimizer:
+    """Several optimizers used as one: step, zero_grad, param_groups (shared dicts, so setting a group's lr
+    reaches the optimizer that owns it) and one state_dict."""
+
+    def __init__(self, *optimizers):
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self):
+        return [g for opt in self.optimizers for g in opt.param_groups]
+
+    def step(self):
+        for opt in self.optimizers:
+            opt.step()
+
+    def zero_grad(self, set_to_none=True):
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self):
+        return {"optimizers": [opt.state_dict() for opt in self.optimizers]}
+
+    def load_state_dict(self, state):
+        if len(state.get("optimizers", [])) != len(self.optimizers):
+            raise ValueError("the optimizer state does not match this optimizer (adamw vs muon?)")
+        for opt, sd in zip(self.optimizers, state["optimizers"]):
+            opt.load_state_dict(sd)
+
+
+def configure_optimizers(model, weight_decay, learning_rate, betas, device_type, curvature_lr_mult=1.0,
+                         optimizer="adamw"):
+    """AdamW with decay on ≥2-D weights only and the curvature in its own group (no decay, lr ×
+    curvature_lr_mult). optimizer='muon': torch.optim.Muon for the blocks' 2-D weight matrices (its
+    'match_rms_adamw' scaling lets it share AdamW's learning rate), AdamW for embeddings, head, gains,
+    biases, temperatures and curvature. Each group carries 'lr_mult' for the training loop's schedule."""
+    if optimizer not in ("adamw", "muon"):
+        raise ValueError(f"optimizer={optimizer!r} is not one of ('adamw', 'muon')")
+    curv = {id(p) for p in (model.curvature.parameters() if model.curvature is not None else [])}
+    hidden = {id(p) for p in model.transformer.h.parameters() if p.dim() == 2} if optimizer == "muon" else set()
+    params = [p for p in model.parameters() if p.requires_grad]
+    rest = [p for p in params if id(p) not in curv and id(p) not in hidden]
+    groups = [
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay, "lr_mult": 1.0},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_mult": 1.0},
+    ]
+    curv_params = [p for p in params if id(p) in curv]
+    if curv_params:
+        groups.append({"params": curv_params, "weight_decay": 0.0, "lr_mult": curvature_lr_mult})
+    fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+    adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+    if optimizer == "adamw":
+        return adamw
+    if not hasattr(torch.optim, "Muon"):
+        raise ValueError(f"optimizer='muon' needs torch.optim.Muon (torch ≥ 2.9); this is torch {torch.__version__}")
+    muon = torch.optim.Muon([{"params": [p for p in params if id(p) in hidden], "lr_mult": 1.0}],
+                            lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+    return MultiOptimizer(muon, adamw)
