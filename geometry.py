@@ -33,12 +33,19 @@ import math
 
 import torch
 
-# |z| below which T and A use their Taylor polynomials. At |z| = 0.1 the dropped terms are < 1e-9
-# (relative), and the closed forms above it lose at most ~15x float eps in their derivative.
+# |z| below which T and A use their Taylor polynomials; the closed forms above it lose at most ~15x eps in
+# their derivative (2zT' = 1 + zT² − T cancels as z → 0).
 _SERIES_Z = 0.1
-# Coefficients of tan(x)/x and atan(x)/x in powers of z = x² (tanh/artanh follow with z < 0).
-_T_COEFFS = (1.0, 1 / 3, 2 / 15, 17 / 315, 62 / 2835, 1382 / 155925, 21844 / 6081075, 929569 / 638512875)
-_A_COEFFS = (1.0, -1 / 3, 1 / 5, -1 / 7, 1 / 9, -1 / 11, 1 / 13, -1 / 15)
+# Coefficients of tan(x)/x and atan(x)/x in powers of z = x² (tanh/artanh follow with z < 0): for tan,
+# (−1)^m 2^(2m+2) (2^(2m+2) − 1) B_(2m+2) / (2m+2)! (B: Bernoulli numbers), which shrink like (4/π²)^m; for
+# atan, (−1)^m/(2m+1). float32 uses the first 8 (dropped terms < 1e-9 at |z| = 0.1); float64 all 18, so that
+# the dropped terms of values and derivatives stay below float64's eps there.
+_T_COEFFS = (1.0, 1 / 3, 2 / 15, 17 / 315, 62 / 2835, 1382 / 155925, 21844 / 6081075, 929569 / 638512875,
+             0.000590027440945586, 0.00023912911424355248, 9.691537956929451e-05, 3.927832388331683e-05,
+             1.5918905069328964e-05, 6.451689215655431e-06, 2.6147711512907546e-06, 1.0597268320104654e-06,
+             4.294911078273806e-07, 1.7406618963571648e-07)
+_A_COEFFS = tuple((-1) ** m / (2 * m + 1) for m in range(18))
+_SERIES_TERMS = {torch.float32: 8, torch.float64: 18}
 # κ > 0: tan has a pole at √κ r = π/2 (the antipode of the origin, the point at infinity of the
 # projection). tan_κ saturates at this angle, so √κ‖x‖ never exceeds tan(_MAX_ANGLE) ≈ 100.
 _MAX_ANGLE = math.pi / 2 - 1e-2
@@ -83,11 +90,10 @@ def _horner(z, coeffs):
     return out
 
 
-def _derivative(coeffs):
-    return tuple(n * c for n, c in enumerate(coeffs))[1:]
-
-
-_DT_COEFFS, _DA_COEFFS = _derivative(_T_COEFFS), _derivative(_A_COEFFS)
+def _series(z, coeffs):
+    """The polynomial of `coeffs` truncated for z's dtype, and its derivative."""
+    coeffs = coeffs[: _SERIES_TERMS[z.dtype]]
+    return _horner(z, coeffs), _horner(z, tuple(n * c for n, c in enumerate(coeffs))[1:])
 
 
 def _t_and_derivative(z):
@@ -101,7 +107,8 @@ def _t_and_derivative(z):
     s = zc.abs().sqrt()
     closed = torch.where(zc > 0, torch.tan(s.clamp_max(_MAX_ANGLE)), torch.tanh(s)).div_(s)
     dclosed = torch.where(zc > _MAX_ANGLE**2, 0.0, (1 + zc * closed * closed - closed).div_(2 * zc))
-    return torch.where(small, _horner(zs, _T_COEFFS), closed), torch.where(small, _horner(zs, _DT_COEFFS), dclosed)
+    series, dseries = _series(zs, _T_COEFFS)
+    return torch.where(small, series, closed), torch.where(small, dseries, dclosed)
 
 
 def _a_and_derivative(z):
@@ -114,7 +121,8 @@ def _a_and_derivative(z):
     s = zc.abs().sqrt()
     closed = torch.where(zc > 0, torch.atan(s), torch.atanh(s)).div_(s)
     dclosed = torch.where(z < z_min, 0.0, ((1 + zc).reciprocal_() - closed).div_(2 * zc))
-    return torch.where(small, _horner(zs, _A_COEFFS), closed), torch.where(small, _horner(zs, _DA_COEFFS), dclosed)
+    series, dseries = _series(zs, _A_COEFFS)
+    return torch.where(small, series, closed), torch.where(small, dseries, dclosed)
 
 
 class _EvenFunction(torch.autograd.Function):
@@ -297,18 +305,23 @@ def pairwise_dist(x, y, k):
 def gyromidpoint(x, w, k):
     """Weighted gyromidpoint of points x [..., N, D] with weights w [..., M, N] (rows summing to 1) → [..., M, D].
 
-    m = Σ_i w_i λ_i x_i / Σ_i w_i (λ_i − 1), midpoint = ½ ⊗ m = m / (1 + √(1 + κ‖m‖²)); two matmuls.
-    It is the Einstein midpoint of the Klein model (and the Lorentz centroid) carried to this model; at
-    κ = 0 it is the weighted mean Σ w_i x_i. Clamps: Σ w(λ − 1) is ≥ 1 for κ ≤ 0 but for κ > 0 it is
-    positive only while the points lie in a common hemisphere; it is kept ≥ 1e-12 (float32), which sends
-    the midpoint of points spread over more than a hemisphere to the equator instead of to NaN.
-    1 + κ‖m‖² is kept ≥ 0 (it is ≥ 0 in exact arithmetic).
+    With n = Σ_i w_i λ_i x_i and s = Σ_i w_i (λ_i − 1) (two matmuls), the midpoint is n / (s + √(s² + κ‖n‖²))
+    (= ½ ⊗ (n/s) where s > 0): the Einstein midpoint of the Klein model for κ < 0, the mean Σ w_i x_i at κ = 0,
+    and for κ > 0 the normalised mean of the points lifted to the sphere (ξ = (λx, (λ − 1)/√κ), mean (n, s/√κ)).
+    s < 0 (κ > 0: the mean lies past the equator) makes s + √(…) cancel; there it is κ‖n‖²/(√(…) − s).
+    Clamps: the safe √ of s² + κ‖n‖² (≥ 0 exactly). Undefined where the lifted mean is 0 (points balanced
+    around the sphere's centre) and at infinity where it is the origin's antipode (n = 0, s < 0): there the
+    denominator is kept ≥ 1e-12 (float32), so the result stays finite (`project` pulls far points back).
     """
     lam = lambda_x(x, k)
-    num = w @ (lam * x)
-    den = (w @ (lam - 1)).clamp_min(_DEN_EPS[x.dtype])
-    m = num / den
-    return m / (1 + (1 + k * _sqnorm(m)).clamp_min(0).sqrt())
+    n = w @ (lam * x)
+    s = w @ (lam - 1)
+    kn2 = k * _sqnorm(n)
+    root = _safe_sqrt(s * s + kn2)
+    past_equator = s < 0
+    # the unselected branch of each `where` gets a harmless divisor, so neither can put 0/0 into backward
+    den = torch.where(past_equator, kn2 / torch.where(past_equator, root - s, 1.0), s + root)
+    return n / den.clamp_min(_DEN_EPS[x.dtype])
 
 
 def _outside(x, k):

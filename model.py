@@ -175,7 +175,7 @@ class CausalSelfAttention(nn.Module):
                 kp = geo.project(geo.expmap0(k, kappa), kappa)
                 scores = -geo.pairwise_dist(qp, kp, kappa).square() / self.log_tau.exp().view(H, 1, 1)
             else:
-                scores = (q @ k.transpose(-1, -2)).float() / math.sqrt(C // H)
+                scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32)) / math.sqrt(C // H)
             att = F.softmax(scores.masked_fill(~causal_mask(T, Tk, x.device), float("-inf")), dim=-1)
             att = F.dropout(att, p=dropout, training=self.training)
             if self.aggregate == "midpoint":
@@ -230,7 +230,9 @@ class Block(nn.Module):
             return h + self.mlp(self.ln_2(h))
         B, T, C = h.shape
         H = self.n_head
-        kappa = kappa.to(self.geometry_dtype)
+        stream = h.dtype  # float32, or float64 in a float64 model
+        gdtype = torch.promote_types(stream, self.geometry_dtype)
+        kappa = kappa.to(gdtype)
         clamped = []  # fraction of points each projection moved, for the health metrics
         # geometry_checkpoint: keep only each geometry step's inputs and recompute the rest in backward
         recompute = self.geometry_checkpoint and stats is None and cache is None and torch.is_grad_enabled()
@@ -251,9 +253,9 @@ class Block(nn.Module):
         def tangent_exit(p, u, kappa):
             return self._project(geo.mobius_add(p, geo.expmap0(u, kappa), kappa), kappa, clamped, stats)
 
-        x, p, u = run(enter, h.view(B, T, H, C // H).to(self.geometry_dtype), kappa)
+        x, p, u = run(enter, h.view(B, T, H, C // H).to(gdtype), kappa)
         for i, (ln, sublayer) in enumerate(((self.ln_1, self.attn), (self.ln_2, self.mlp))):
-            f = sublayer(ln(u.view(B, T, C).float()), kappa, cache).view(B, T, H, C // H)
+            f = sublayer(ln(u.view(B, T, C).to(stream)), kappa, cache).view(B, T, H, C // H)
             if self.residual == "tangent":
                 # x ← p ⊕ expmap0(u + f), and the next sublayer reads logmap0((−p) ⊕ x) = u + f by left
                 # cancellation ((−p) ⊕ (p ⊕ w) = w): the round trip through the point is skipped.
@@ -266,7 +268,7 @@ class Block(nn.Module):
             with torch.no_grad():
                 radius = (kappa.abs().sqrt() * x.norm(dim=-1, keepdim=True)).mean()
             stats.append({"clamped": torch.stack(clamped).float().mean().item(), "radius": radius.item()})
-        return run(geo.logmap0, x, kappa).view(B, T, C).float()
+        return run(geo.logmap0, x, kappa).view(B, T, C).to(stream)
 
     def _reference_points(self, x, kappa, cache):
         """The tangent point p_t of every position (x: the block-input points [B, T, H, hs])."""
@@ -356,7 +358,8 @@ class GPT(nn.Module):
             for block, c in zip(self.transformer.h, blocks):
                 h = block(h, cache=c)
         else:
-            h = h.float()  # the stream stays float32 under autocast: geometry needs the precision
+            # the stream stays float32 under autocast (geometry needs the precision); float64 in a float64 model
+            h = h.to(torch.promote_types(self.lm_head.weight.dtype, torch.float32))
             shared = len(self.curvature) == 1
             for i, (block, c) in enumerate(zip(self.transformer.h, blocks)):
                 h = block(h, self.curvature[0 if shared else i](), stats, c)
@@ -365,7 +368,8 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(h)
         if targets is not None:
             logits = self.lm_head(x)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-1)
+            logits32 = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays float64
+            loss = F.cross_entropy(logits32.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         else:
             logits = self.lm_head(x[:, [-1], :])  # only the last position is needed to sample
             loss = None

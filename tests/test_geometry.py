@@ -9,7 +9,8 @@ import torch
 
 import accuracy
 import geometry as g
-from accuracy import KAPPAS, RADII, mp_artan_k, mp_dist, mp_dk, mp_dr, mp_tan_k, rand_points, vector_cases
+from accuracy import (KAPPAS, RADII, lift_midpoint, mp_artan_k, mp_dist, mp_dk, mp_dr, mp_tan_k, rand_points,
+                      vector_cases)
 
 F64 = torch.float64
 
@@ -38,6 +39,39 @@ def test_scalar_values_and_grads_vs_mpmath(name, k):
     torch.testing.assert_close(gr.double(), want_dr, rtol=1e-5, atol=0)
     # ∂/∂κ is where the √|κ| formulation fails in float32; hold ours to 1e-4 relative everywhere.
     assert abs(gk.item() - want_dk) <= 1e-4 * abs(want_dk), (gk.item(), want_dk)
+
+
+@pytest.mark.parametrize("name", ["tan_k", "artan_k"])
+@pytest.mark.parametrize("k", KAPPAS)
+def test_float64_is_float64_accurate_vs_mpmath(name, k):
+    """geometry_dtype='float64' is a diagnostic only if float64 is accurate to float64, series region included."""
+    fn = getattr(g, name)
+    ref = mp_tan_k if name == "tan_k" else mp_artan_k
+    r = torch.tensor(RADII, dtype=F64, requires_grad=True)
+    for ri, out_i in zip(RADII, fn(r, kt(k, F64))):
+        kk = kt(k, F64, requires_grad=True)
+        value = fn(torch.tensor(ri, dtype=F64, requires_grad=True), kk)
+        (gk,) = torch.autograd.grad(value, [kk])
+        assert abs(value.item() - float(ref(ri, k))) <= 1e-12 * abs(float(ref(ri, k)))
+        want_dk = float(mp_dk(ref, ri, k))
+        assert abs(gk.item() - want_dk) <= 1e-10 * abs(want_dk), (ri, gk.item(), want_dk)
+    (gr,) = torch.autograd.grad(fn(r, kt(k, F64)).sum(), [r])
+    want_dr = torch.tensor([float(mp_dr(ref, ri, k)) for ri in RADII], dtype=F64)
+    torch.testing.assert_close(gr, want_dr, rtol=1e-10, atol=0)
+
+
+@pytest.mark.parametrize("k", KAPPAS)
+def test_float64_dist_vs_mpmath(k):
+    x, y = rand_points(4, 8, 1.0, seed=5), rand_points(4, 8, 1.0, seed=6)
+    kk = kt(k, F64, requires_grad=True)
+    out = g.dist(x, y, kk).squeeze(-1)
+    h = mpmath.mpf(10) ** -15
+    for i, (a, b) in enumerate(zip(x, y)):
+        (gk,) = torch.autograd.grad(out[i], [kk], retain_graph=True)
+        want = float(mp_dist(a, b, k))
+        want_dk = float((mp_dist(a, b, k + h) - mp_dist(a, b, k - h)) / (2 * h))
+        assert abs(out[i].item() - want) <= 1e-12 * want
+        assert abs(gk.item() - want_dk) <= 1e-10 * abs(want_dk), (gk.item(), want_dk)
 
 
 def test_scalar_large_arguments_saturate_finitely():
@@ -189,6 +223,51 @@ def test_midpoint_equals_einstein_midpoint_in_klein_model():
     mk = (w @ (gamma * klein)) / (w @ gamma)
     want = mk / (1 + (1 - (mk * mk).sum(-1, keepdim=True)).sqrt())
     torch.testing.assert_close(g.gyromidpoint(x, w, kt(-1.0, F64)), want, rtol=1e-12, atol=1e-12)
+
+
+def cluster(center_radius, spread, k, n=6, d=5, seed=0):
+    """n points around a centre at √κ‖x‖ = center_radius, each moved by up to `spread` (relative)."""
+    gen = torch.Generator().manual_seed(seed)
+    direction = torch.randn(d, generator=gen, dtype=F64)
+    center = direction / direction.norm() * center_radius / math.sqrt(k)
+    return center * (1 + spread * torch.randn(n, d, generator=gen, dtype=F64))
+
+
+@pytest.mark.parametrize("k", [0.5, 1.0, 4.0])
+@pytest.mark.parametrize("where, center, spread", [
+    ("inside the equator", 0.5, 0.2),
+    ("tight cluster past the equator", 2.0, 0.05),
+    ("across the equator", 1.0, 0.4),
+    ("far past the equator", 6.0, 0.1),
+    ("near the antipode of the origin", 40.0, 0.02),
+])
+def test_spherical_midpoint_matches_the_ambient_mean(k, where, center, spread):
+    x = cluster(center, spread, k, seed=int(center * 10))
+    w = torch.softmax(torch.randn(3, x.size(0), generator=torch.Generator().manual_seed(1), dtype=F64), dim=-1)
+    kk, kr = kt(k, F64, requires_grad=True), kt(k, F64, requires_grad=True)
+    got, want = g.gyromidpoint(x, w, kk), lift_midpoint(x, w, kr)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12, msg=where)
+    wts = torch.randn(got.shape, generator=torch.Generator().manual_seed(2), dtype=F64)
+    (gk,) = torch.autograd.grad((got * wts).sum(), [kk])
+    (want_gk,) = torch.autograd.grad((want * wts).sum(), [kr])
+    torch.testing.assert_close(gk, want_gk, rtol=1e-7, atol=1e-10, msg=where)
+    # float32 stays on the right side of the sphere too
+    got32 = g.gyromidpoint(x.float(), w.float(), kt(k))
+    assert ((got32.double() - want).norm(dim=-1) <= 1e-3 * want.norm(dim=-1)).all(), where
+
+
+def test_spherical_midpoint_where_it_is_undefined_is_finite():
+    """Two antipodal points with equal weights have no midpoint (their ambient mean is 0), and a mean at the
+    antipode of the origin is the point at infinity: both give finite values and gradients."""
+    k = kt(1.0, F64, requires_grad=True)
+    x = torch.tensor([[0.3, 0.4, 0.0], [-0.3, -0.4, 0.0]], dtype=F64)
+    antipode = -x[1:] / (k.detach() * (x[1:] * x[1:]).sum())  # the antipode of x₂ on the sphere: −x/(κ‖x‖²)
+    pair = torch.cat([x[:1], antipode])
+    for pts in (pair, torch.full((1, 3), 1e9, dtype=F64)):
+        w = torch.full((1, pts.size(0)), 1.0 / pts.size(0), dtype=F64)
+        out = g.gyromidpoint(pts, w, k)
+        (gk,) = torch.autograd.grad(out.sum(), [k])
+        assert torch.isfinite(out).all() and torch.isfinite(gk), (pts, out, gk)
 
 
 def test_kappa_zero_is_euclidean():
@@ -412,4 +491,6 @@ def test_accuracy_table_reports_float32_errors_far_below_1e_4(capsys):
     assert ("tan_k (mpmath)", "near 0") in rows and ("gyromidpoint", "all κ") in rows
     worst = max(max(v) for v in rows.values())
     assert 0 < worst < 1e-4  # measured: a few 1e-6 at most; the √|κ| formulation fails this by orders
+    float64 = [max(v) for (name, _), v in rows.items() if "float64" in name]
+    assert len(float64) == 6 and max(float64) < 1e-10
     assert "| mobius_add" in capsys.readouterr().out

@@ -29,7 +29,8 @@ train.main(sys.argv[1:])
 
 
 def start(args, script=None):
-    cmd = [sys.executable, "-c", script.format(root=ROOT)] if script else [sys.executable, os.path.join(ROOT, "train.py")]
+    cmd = [sys.executable, "-c", script.format(root=ROOT)] if script else [sys.executable,
+                                                                           os.path.join(ROOT, "train.py")]
     return subprocess.Popen(cmd + args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=dict(os.environ, PYTHONUNBUFFERED="1"), cwd=ROOT)
 

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import geometry as geo
+from accuracy import lift_midpoint
 from model import GPTConfig
 from runtime import MultiOptimizer, configure_optimizers
 from conftest import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
@@ -213,3 +214,61 @@ def test_geometry_checkpoint_same_gradients_less_memory(residual):
     # evaluation and generation never recompute
     with torch.no_grad():
         torch.testing.assert_close(full_logits(a, x), full_logits(b, x))
+
+
+DTYPE_MODES = [("euclidean", "prev_token", "tangent", "dot", "tangent"), ("hyperbolic", "prev_token", "tangent", "dot",
+               "tangent"), ("hyperbolic", "prev_token", "mobius", "dot", "tangent")] + MODES
+
+
+@pytest.mark.parametrize("mode", DTYPE_MODES, ids=["-".join(m) for m in DTYPE_MODES])
+def test_float64_model_matches_float32_on_the_same_weights(mode):
+    """model.double() runs every mode in float64 end to end (stream, geometry, loss), as a precision reference."""
+    a = make_mode(*mode)
+    b = make_mode(*mode)
+    b.load_state_dict(a.state_dict())
+    b.double()
+    idx, targets = tokens(), tokens(seed=3)
+    la, lb = full_logits(a, idx), full_logits(b, idx)
+    assert lb.dtype == torch.float64
+    torch.testing.assert_close(lb.float(), la, rtol=1e-4, atol=1e-5)
+    _, loss = b(idx, targets=targets)
+    assert loss.dtype == torch.float64
+    torch.testing.assert_close(loss.float(), a(idx, targets=targets)[1], rtol=1e-5, atol=1e-6)
+    loss.backward()
+    assert all(p.grad.dtype == torch.float64 and torch.isfinite(p.grad).all() for p in b.parameters())
+
+
+def test_spherical_window_reference_past_the_equator_is_the_sphere_midpoint():
+    """κ = +0.5 and block-input points past the equator (√κ‖x‖ ≈ 2): every reference point is the midpoint of
+    the previous tokens' points on the sphere, not a point on the equator."""
+    m = make("fixed", "window", "tangent", curvature_init=0.5, reference_window=3)
+    kappa = torch.full((2, 1), 0.5)
+    gen = torch.Generator().manual_seed(0)
+    direction = torch.randn(1, 1, 2, 8, generator=gen)
+    center = direction / direction.norm(dim=-1, keepdim=True) * 2 / 0.5**0.5
+    x = center * (1 + 0.1 * torch.randn(2, 6, 2, 8, generator=gen))
+    p = m.transformer.h[0]._reference_points(x, kappa, None)
+    k64 = torch.tensor(0.5, dtype=torch.float64)
+    for t in range(2, 6):
+        pts = x[:, max(0, t - 3):t].transpose(1, 2).double()  # [B, H, n, hs]
+        want = lift_midpoint(pts, torch.full((1, pts.size(2)), 1.0 / pts.size(2), dtype=torch.float64), k64)
+        assert (0.5**0.5 * want.norm(dim=-1) > 1).all()  # the case that matters: past the equator
+        torch.testing.assert_close(p[:, t].double(), want.squeeze(2), rtol=1e-4, atol=1e-5)
+
+
+def test_spherical_midpoint_aggregation_past_the_equator_is_the_sphere_midpoint():
+    m = make("fixed", "prev_token", "tangent", attention="dot", aggregate="midpoint", curvature_init=0.5)
+    attn = m.transformer.h[0].attn
+    x = 8 * torch.randn(2, 10, 16, generator=torch.Generator().manual_seed(4))  # large values: points far out
+    kappa = torch.full((2, 1), 0.5)
+    with torch.no_grad():
+        got = attn(x, kappa)
+        q, k, v = (t.view(2, 10, 2, 8).transpose(1, 2).double() for t in attn.c_attn(x).split(16, dim=2))
+        scores = (q @ k.transpose(-1, -2) / 8**0.5).masked_fill(~torch.ones(10, 10, dtype=torch.bool).tril(), -1e300)
+        k64 = torch.tensor(0.5, dtype=torch.float64)
+        vp = geo.project(geo.expmap0(v, k64), k64)
+        mid = lift_midpoint(vp, F.softmax(scores, -1), k64)
+        assert (0.5**0.5 * mid.norm(dim=-1) > 1).float().mean() > 0.5  # most midpoints lie past the equator
+        y = geo.logmap0(mid, k64).transpose(1, 2).reshape(2, 10, 16)
+        want = attn.c_proj(y.float())
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
