@@ -11,6 +11,7 @@ type (an int is accepted where a float is expected). A config file may read earl
 names starting with "_" or imported modules as scratch.
 """
 import ast
+import difflib
 import os
 import types
 
@@ -21,7 +22,9 @@ class ConfigError(ValueError):
 
 def _check(key, value, defaults, where):
     if key not in defaults:
-        close = [k for k in defaults if k.split("_")[0] == key.split("_")[0]]
+        # keys sharing the first word (--curvature → curvature_init, ...) and near misspellings (lerning_rate)
+        close = {k for k in defaults if k.split("_")[0] == key.split("_")[0]}
+        close |= set(difflib.get_close_matches(key, list(defaults), n=3, cutoff=0.8))
         hint = f" (did you mean {', '.join(sorted(close))}?)" if close else ""
         raise ConfigError(f"unknown config key '{key}' in {where}{hint}")
     default = defaults[key]

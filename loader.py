@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 SHARD_MAGIC, SHARD_VERSION, HEADER_BYTES = 20240520, 1, 1024
+GPT2_VOCAB = 50257  # token ids in shards are GPT-2 BPE
 
 
 class DataError(RuntimeError):
@@ -102,6 +103,7 @@ class ShardDataset:
             span = self.sizes["train"][self.shard] - chunk * world - 1
             self.pos = int(torch.randint(span // chunk + 1, (1,), generator=gen)) * chunk
         self.meta = None
+        self.vocab = {"tokenizer": "gpt2", "size": GPT2_VOCAB}
 
     def _advance(self, sizes, shard, pos):
         step = self.B * self.T * self.world
@@ -137,6 +139,21 @@ class ShardDataset:
 # ----------------------------------------------------------------------------- train.bin / val.bin
 
 
+def read_meta(path, prepare):
+    """meta.pkl, the vocabulary of train.bin/val.bin data (vocab_size, stoi, itos): without it the ids in the
+    .bin files cannot be decoded, nor the model's vocabulary sized."""
+    if not os.path.exists(path):
+        raise DataError(f"{path} not found: train.bin/val.bin data needs its vocabulary; run `{prepare}`")
+    try:
+        with open(path, "rb") as f:
+            meta = pickle.load(f)
+        if not isinstance(meta, dict) or not {"vocab_size", "stoi", "itos"} <= set(meta):
+            raise ValueError("not a vocabulary (vocab_size, stoi, itos)")
+    except Exception as e:  # truncated, corrupt or foreign: pickle raises many kinds
+        raise DataError(f"{path} is corrupt or not a vocabulary ({type(e).__name__}): rerun `{prepare}`") from None
+    return meta
+
+
 class CharDataset:
     """Random windows from data_dir/{train,val}.bin (uint16 tokens, as data/shakespeare_char/prepare.py
     writes them). Evaluation uses eval_iters batches drawn with a fixed seed: the same batches every time."""
@@ -157,11 +174,8 @@ class CharDataset:
                 raise DataError(f"{path} holds {size // 2} tokens, fewer than block_size + 1 = {block_size + 1}")
         self.T, self.B, self.seed, self.eval_iters = block_size, batch_size, seed, eval_iters
         self.gen = torch.Generator().manual_seed(seed + rank)
-        meta_path = os.path.join(data_dir, "meta.pkl")
-        self.meta = None
-        if os.path.exists(meta_path):
-            with open(meta_path, "rb") as f:
-                self.meta = pickle.load(f)
+        self.meta = read_meta(os.path.join(data_dir, "meta.pkl"), prepare)
+        self.vocab = {"tokenizer": "chars", "size": self.meta["vocab_size"]}
 
     def _batch(self, split, gen):
         # a fresh memmap per batch, as in nanoGPT: a long-lived one grows the process's memory

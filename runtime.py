@@ -30,8 +30,22 @@ class RunError(RuntimeError):
 
 
 def resolve_device(device):
-    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; anything else as given."""
-    return device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; anything else is checked to exist on this machine."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind, index = torch.device(device).type, torch.device(device).index
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"device={device!r} is not a device name (cpu, cuda, cuda:1, mps, auto)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise RunError(f"device={device!r} but torch sees no CUDA GPU on this machine; use --device=cpu (or auto)")
+    if kind == "cuda" and index is not None and index >= torch.cuda.device_count():
+        raise RunError(f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise RunError(f"device={device!r} but the MPS backend is not available here; use --device=cpu (or auto)")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device={device!r}: kappaGPT runs on cpu, cuda or mps")
+    return device
 
 
 def precision(dtype, device_type):
@@ -47,13 +61,17 @@ def precision(dtype, device_type):
 
 
 def save_checkpoint(path, state):
-    """Write atomically: a kill mid-write leaves the previous checkpoint intact, never a truncated one."""
+    """Write atomically: a kill mid-write leaves the previous checkpoint intact, never a truncated one. A failed
+    write (disk full, permissions) is a RunError that says so."""
     tmp = f"{path}.tmp.{os.getpid()}"
     try:
         torch.save(state, tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        kept = "the previous checkpoint is intact" if os.path.exists(path) else "no checkpoint was written"
+        raise RunError(f"could not write checkpoint {path} ({e.strerror or e}); {kept}") from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -91,6 +109,22 @@ def check_resume_compatible(ckpt_args, cfg, path):
                            f"({path}); a model cannot attend beyond the positions it was trained with")
         raise RunError(f"cannot resume {path}: {key}={cfg[key]!r} but the checkpoint has "
                        f"{key}={ckpt_args[key]!r}; model options must match the checkpoint")
+
+
+def check_vocab_compatible(ckpt, vocab, meta, path):
+    """Resuming on data with another vocabulary would train the embeddings on ids that mean other tokens."""
+    ck_meta = ckpt.get("meta")
+    # checkpoints from before "vocab" was recorded: character data carried meta, BPE data none
+    ck_vocab = ckpt.get("vocab") or ({"tokenizer": "chars", "size": ck_meta["vocab_size"]} if ck_meta else
+                                     {"tokenizer": "gpt2", "size": 50257})
+    if ck_vocab["tokenizer"] == vocab["tokenizer"] == "gpt2" or (ck_vocab == vocab and ck_meta["stoi"] == meta["stoi"]):
+        return
+    names = [f"a {v['size']}-character vocabulary" if v["tokenizer"] == "chars" else "GPT-2 BPE"
+             for v in (ck_vocab, vocab)]
+    if names[0] == names[1]:
+        names[1] += " with other characters"
+    raise RunError(f"cannot resume {path}: it was trained on {names[0]}, but the data has {names[1]}; resume on the "
+                   f"data it was trained on")
 
 
 # ----------------------------------------------------------------------------- optimizers

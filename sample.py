@@ -39,7 +39,11 @@ class Codec:
         else:
             import tiktoken
 
-            self.enc = tiktoken.get_encoding("gpt2")
+            try:
+                self.enc = tiktoken.get_encoding("gpt2")
+            except Exception as e:  # offline with no cache: requests, OSError, ValueError... all mean the same
+                raise RunError(f"the GPT-2 tokenizer could not be loaded ({type(e).__name__}): tiktoken downloads "
+                               f"it on first use; offline, see README 'Sampling' for TIKTOKEN_CACHE_DIR") from None
             self.kind = "gpt2"
 
     def encode(self, text):
@@ -75,6 +79,8 @@ def sample(cfg):
             raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     if cfg["temperature"] <= 0:
         raise ConfigError(f"temperature must be positive, got {cfg['temperature']}")
+    if cfg["top_k"] < 0:
+        raise ConfigError(f"top_k must be ≥ 0 (0 keeps every token), got {cfg['top_k']}")
     dev = resolve_device(cfg["device"])
     _, ctx = precision(cfg["dtype"], "cuda" if dev.startswith("cuda") else "cpu")
 

@@ -17,8 +17,10 @@ import glob
 import json
 import math
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 
@@ -28,7 +30,8 @@ from configurator import ConfigError, configure
 from loader import DataError, open_dataset
 from model import GPT, GPTConfig
 from runtime import (DTYPES, MODEL_DEFAULTS, MODEL_KEYS, RESUME_MAY_CHANGE, RunError, check_resume_compatible,
-                     configure_optimizers, load_checkpoint, precision, resolve_device, save_checkpoint)
+                     check_vocab_compatible, configure_optimizers, load_checkpoint, precision, resolve_device,
+                     save_checkpoint)
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -39,6 +42,7 @@ eval_iters = 20  # train.bin/val.bin data: batches per split per evaluation, the
 eval_only = False  # evaluate once and exit
 always_save_checkpoint = True  # save at every evaluation (else only when val loss improves)
 init_from = "scratch"  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+overwrite = False  # let init_from='scratch' replace a run already in out_dir (else that is an error)
 # logging
 wandb_log = False
 wandb_project = "kappagpt"
@@ -90,10 +94,16 @@ def validate(cfg):
                 "max_nonfinite"):
         if cfg[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {cfg[key]}")
-    if cfg["max_iters"] < 0:
-        raise ConfigError(f"max_iters must be ≥ 0, got {cfg['max_iters']}")
+    for key in ("max_iters", "warmup_iters", "grad_clip", "weight_decay", "min_lr", "curvature_lr_mult", "peak_flops"):
+        if cfg[key] < 0:
+            raise ConfigError(f"{key} must be ≥ 0, got {cfg[key]}")
     if cfg["learning_rate"] <= 0:
         raise ConfigError(f"learning_rate must be positive, got {cfg['learning_rate']}")
+    for key in ("beta1", "beta2"):
+        if not 0 <= cfg[key] < 1:
+            raise ConfigError(f"{key} must be in [0, 1), got {cfg[key]}")
+    if not cfg["out_dir"]:
+        raise ConfigError("out_dir is empty; name the directory for the checkpoint and logs")
     for key, allowed in (("init_from", ("scratch", "resume")), ("backend", ("auto", "nccl", "gloo")),
                          ("dtype", ("auto", *DTYPES))):
         if cfg[key] not in allowed:
@@ -201,11 +211,31 @@ def curvature_metrics(raw_model, stats):
     return out
 
 
+def truncate_metrics(path, iter_num):
+    """Cut metrics.jsonl back to the records up to iter_num, the checkpoint's iteration (the resumed run logs
+    the later ones again), dropping any line a kill cut short; atomically."""
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.read().splitlines()
+    keep = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("iter", 0) <= iter_num:
+            keep.append(line + "\n")
+    with open(f"{path}.tmp", "w") as f:
+        f.writelines(keep)
+    os.replace(f"{path}.tmp", path)
+
+
 class Logger:
-    """metrics.jsonl in out_dir (always, rank 0) and wandb (when wandb_log)."""
+    """metrics.jsonl in out_dir (rank 0, unless eval_only) and wandb (when wandb_log)."""
 
     def __init__(self, cfg, run_id, resumed):
-        self.path = os.path.join(cfg["out_dir"], "metrics.jsonl")
+        self.path = None if cfg["eval_only"] else os.path.join(cfg["out_dir"], "metrics.jsonl")
         self.wandb = None
         self.run_id = run_id
         if cfg["wandb_log"]:
@@ -221,8 +251,12 @@ class Logger:
             self.run_id = self.wandb.id
 
     def log(self, step, metrics):
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"iter": step, **metrics}) + "\n")
+        if self.path is not None:
+            try:
+                with open(self.path, "a") as f:
+                    f.write(json.dumps({"iter": step, **metrics}) + "\n")
+            except OSError as e:
+                raise RunError(f"could not write {self.path} ({e.strerror or e})") from e
         if self.wandb is not None:
             self.wandb.log(metrics, step=step)
 
@@ -237,6 +271,10 @@ class Logger:
 def init_process(cfg):
     """Single process, or (under torchrun) join the process group."""
     dev = resolve_device(cfg["device"])
+    if cfg["backend"] == "nccl" and not (dev.startswith("cuda") and torch.distributed.is_nccl_available()):
+        raise ConfigError("backend='nccl' needs CUDA GPUs and a torch built with NCCL; use --backend=gloo (or auto)")
+    if cfg["backend"] == "gloo" and not torch.distributed.is_gloo_available():
+        raise ConfigError("backend='gloo' is not available in this torch build; use --backend=auto")
     if int(os.environ.get("RANK", -1)) == -1:
         return Process(False, 0, 0, 1, dev)
     rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
@@ -249,6 +287,46 @@ def init_process(cfg):
         raise ConfigError(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} must be a "
                           f"multiple of the number of processes ({world})")
     return Process(True, rank, local_rank, world, dev)
+
+
+def check_run_dir(cfg):
+    """A scratch run never replaces a run already in out_dir by accident; eval_only writes nothing there."""
+    if cfg["init_from"] != "scratch" or cfg["overwrite"] or cfg["eval_only"]:
+        return
+    found = [f for f in ("ckpt.pt", "metrics.jsonl") if os.path.exists(os.path.join(cfg["out_dir"], f))]
+    if found:
+        raise RunError(f"{cfg['out_dir']} already holds a run ({', '.join(found)}): continue it with "
+                       f"--init_from=resume, or replace it with --overwrite=True")
+
+
+def prepare_out_dir(run):
+    """Before the first step: out_dir is a writable directory with room for a checkpoint. A scratch run
+    (overwrite=True, or none there) removes an old run's files; a resumed one cuts metrics.jsonl back to the
+    checkpoint's iteration."""
+    out = run.cfg["out_dir"]
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunError(f"out_dir {out} is a file, not a directory")
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise RunError(f"out_dir {out} is not writable ({e.strerror or e})") from None
+    # the model, and AdamW's two moments per parameter (Muon keeps one), plus room for the small rest
+    need = 3 * sum(p.numel() * p.element_size() for p in run.raw_model.parameters()) + 2**20
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise RunError(f"out_dir {out} has {free / 2**20:,.1f} MiB free, but a checkpoint needs about "
+                       f"{need / 2**20:,.1f} MiB")
+    for stale in glob.glob(f"{run.ckpt_path}.tmp.*"):  # left by a process killed while saving
+        os.remove(stale)
+    metrics = os.path.join(out, "metrics.jsonl")
+    if run.cfg["init_from"] == "scratch":
+        for old in (run.ckpt_path, metrics):
+            if os.path.exists(old):
+                os.remove(old)
+    else:
+        truncate_metrics(metrics, run.progress.iter_num)
 
 
 def restore(ckpt, run):
@@ -275,6 +353,7 @@ def start(cfg):
     out_dir/ckpt.pt), compile and wrap it, then open out_dir and the logger."""
     validate(cfg)
     model_config({k: cfg[k] for k in MODEL_KEYS})  # a bad model option fails before any work is done
+    check_run_dir(cfg)
     proc = init_process(cfg)
     dtype, autocast = precision(cfg["dtype"], proc.device_type)
     torch.manual_seed(cfg["seed"] + proc.rank)
@@ -290,6 +369,7 @@ def start(cfg):
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, map_location=proc.device)
         check_resume_compatible(ckpt["model_args"], cfg, ckpt_path)
+        check_vocab_compatible(ckpt, data.vocab, data.meta, ckpt_path)
         if ckpt["config"].get("optimizer", "adamw") != cfg["optimizer"]:
             raise RunError(f"cannot resume {ckpt_path}: optimizer={cfg['optimizer']!r} but the checkpoint was "
                            f"trained with optimizer={ckpt['config'].get('optimizer', 'adamw')!r}")
@@ -312,9 +392,8 @@ def start(cfg):
 
         run.model = DDP(run.model, device_ids=[proc.local_rank] if proc.device_type == "cuda" else None)
     if proc.master:
-        os.makedirs(cfg["out_dir"], exist_ok=True)
-        for stale in glob.glob(f"{ckpt_path}.tmp.*"):  # left by a process killed while saving
-            os.remove(stale)
+        if not cfg["eval_only"]:
+            prepare_out_dir(run)
         run.logger = Logger(cfg, run_id, resumed=cfg["init_from"] == "resume")
         c = raw_model.config
         print(f"{raw_model.get_num_params() / 1e6:.2f}M parameters | curvature={c.curvature} "
@@ -374,7 +453,7 @@ def save(run, val_loss):
             "model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "model_args": run.model_args, "iter_num": p.iter_num, "best_val_loss": p.best_val_loss,
             "val_loss": val_loss, "elapsed": p.wall(), "config": run.cfg, "ranks": ranks,
-            "wandb_run_id": run.logger.run_id, "meta": run.data.meta,
+            "wandb_run_id": run.logger.run_id, "meta": run.data.meta, "vocab": run.data.vocab,
         })
 
 
@@ -432,9 +511,10 @@ def count_nonfinite(run, finite, loss, grad_norm):
         print(f"iter {p.iter_num}: non-finite loss {loss} or gradient norm {grad_norm}: step skipped "
               f"({p.nonfinite_run} in a row, {p.nonfinite_steps} in all)")
     if p.nonfinite_run >= run.cfg["max_nonfinite"]:
-        raise RunError(f"{p.nonfinite_run} consecutive non-finite steps at iter {p.iter_num}: stopping. "
-                       f"The last good checkpoint {run.ckpt_path} is intact; lower learning_rate, or "
-                       f"resume with dtype='float32' to rule out precision")
+        kept = (f"The last good checkpoint {run.ckpt_path} is intact" if os.path.exists(run.ckpt_path) else
+                "No checkpoint was written yet")
+        raise RunError(f"{p.nonfinite_run} consecutive non-finite steps at iter {p.iter_num}: stopping. {kept}; "
+                       f"lower learning_rate, or resume with dtype='float32' to rule out precision")
 
 
 def log_step(run, loss, grad_norm, lr, t_step):
@@ -500,7 +580,8 @@ def train(cfg):
             for group in run.optimizer.param_groups:
                 group["lr"] = lr * group["lr_mult"]
             is_last = p.iter_num >= cfg["max_iters"]
-            resumed_here = p.iter_num == first_iter and first_iter > 0  # the checkpoint's eval is not repeated
+            # a resumed run does not repeat the evaluation its checkpoint was saved after (eval_only does)
+            resumed_here = p.iter_num == first_iter and first_iter > 0 and not cfg["eval_only"]
             if (p.iter_num % cfg["eval_interval"] == 0 or is_last) and not resumed_here:
                 losses = evaluate_and_checkpoint(run, lr, may_save=p.iter_num > first_iter)
                 summary.update(train_loss=losses.get("train"), val_loss=losses["val"])
@@ -514,8 +595,10 @@ def train(cfg):
                 log_step(run, p.last_loss, grad_norm, lr, t_step)
             if stop.agreed(run.proc):
                 if run.proc.master:
-                    print(f"stop signal received: saving a checkpoint at iter {p.iter_num} and exiting")
+                    print(f"stop signal received: saving a checkpoint at iter {p.iter_num} and exiting "
+                          f"(exit code {128 + stop.received})")
                 save(run, float("nan"))
+                summary["stop_signal"] = stop.received
                 break
     finally:
         stop.restore()
@@ -527,12 +610,17 @@ def train(cfg):
 
 
 def main(argv=None):
+    """The command line: one line on stderr and exit code 1 for a bad input; after a stop signal, exit code
+    128 + the signal's number (143 for SIGTERM, 130 for Ctrl-C), as a shell reports it, with the checkpoint saved."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg = configure(DEFAULTS, argv)
-        return train(cfg)
+        summary = train(cfg)
     except (ConfigError, RunError, DataError) as e:
         sys.exit(f"error: {e}")
+    if summary.get("stop_signal"):
+        sys.exit(128 + summary["stop_signal"])
+    return summary
 
 
 if __name__ == "__main__":

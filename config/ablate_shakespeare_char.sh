@@ -12,7 +12,7 @@ run() {
   local name=$1; shift
   echo "=== $name"
   "$PY" train.py config/train_shakespeare_char_cpu.py --out_dir="$OUT/$name" --wandb_run_name="ablate-$name" \
-    --max_iters="$ITERS" --lr_decay_iters="$ITERS" "$@"
+    --max_iters="$ITERS" --lr_decay_iters="$ITERS" --overwrite=True "$@"  # a rerun replaces the earlier grid
 }
 run euclid             --curvature=euclidean
 run zero-prev-mobius   --curvature=zero --reference=prev_token --residual=mobius

@@ -26,6 +26,15 @@ def tiny_args(data_dir, out_dir, **over):
     return [f"--{k}={v}" for k, v in args.items()]
 
 
+def run_error(argv):
+    """The one-line message train.py exits with for these arguments."""
+    import train
+
+    with pytest.raises(SystemExit) as e:
+        train.main(argv)
+    return str(e.value)
+
+
 # ----------------------------------------------------------------------------- tiny models
 
 TINY = dict(block_size=16, vocab_size=37, n_layer=2, n_head=2, n_embd=16, dropout=0.0, bias=True)

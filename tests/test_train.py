@@ -15,7 +15,7 @@ import sample
 import train
 from configurator import ConfigError, configure
 
-from conftest import CORPUS, ROOT, tiny_args
+from conftest import CORPUS, ROOT, run_error, tiny_args
 
 
 # ----------------------------------------------------------------------------- configurator
@@ -39,7 +39,8 @@ def test_config_file_and_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--stepz=3"], "unknown config key 'stepz' in command line"),
+    (["--stepz=3"], "unknown config key 'stepz' in command line (did you mean steps?)"),
+    (["--speed=3"], "unknown config key 'speed' in command line"),
     (["--lr=fast"], "config key 'lr' in command line must be float, got str 'fast'"),
     (["--steps=2.5"], "config key 'steps' in command line must be int, got float 2.5"),
     (["--flag=1"], "config key 'flag' in command line must be bool, got int 1"),
@@ -164,12 +165,6 @@ def test_bf16_autocast_training_on_cpu(char_data, tmp_path):
     assert np.isfinite(s["val_loss"]) and s["val_loss"] < 4.0
 
 
-def run_error(argv):
-    with pytest.raises(SystemExit) as e:
-        train.main(argv)
-    return str(e.value)
-
-
 def test_missing_dataset_names_the_prepare_command(tmp_path):
     msg = run_error(tiny_args(tmp_path / "nodata", tmp_path / "out"))
     assert msg == (f"error: no data in {tmp_path / 'nodata'} (neither shakespeare_char_train_*.bin shards nor "
@@ -290,8 +285,7 @@ def test_same_seed_same_losses_other_seed_other_losses(char_data, tmp_path):
 def test_eval_only_checkpoint_policy_mfu_and_no_clip(char_data, tmp_path):
     out = tmp_path / "r"
     s = train.main(tiny_args(char_data, out, eval_only=True))
-    assert s["iter_num"] == 0 and not (out / "ckpt.pt").exists()
-    assert [r["iter"] for r in metrics(out)] == [0]
+    assert s["iter_num"] == 0 and s["val_loss"] > 0 and not out.exists()  # eval_only writes nothing
     # without always_save_checkpoint, the checkpoint is rewritten only when the val loss improves
     out = tmp_path / "best"
     train.main(tiny_args(char_data, out, max_iters=30, always_save_checkpoint=False, peak_flops=1e12,
@@ -310,3 +304,12 @@ def test_eval_only_checkpoint_policy_mfu_and_no_clip(char_data, tmp_path):
 def test_data_random_start_needs_shards(char_data, tmp_path):
     assert "data_random_start applies to sharded datasets only" in run_error(
         tiny_args(char_data, tmp_path, data_random_start=True))
+
+
+def test_eval_only_on_a_checkpoint_evaluates_it_and_changes_nothing(char_data, tmp_path):
+    out = tmp_path / "run"
+    train.main(tiny_args(char_data, out, max_iters=10))
+    before = {f: (out / f).read_bytes() for f in ("ckpt.pt", "metrics.jsonl")}
+    s = train.main(tiny_args(char_data, out, init_from="resume", eval_only=True))
+    assert s["iter_num"] == 10 and s["val_loss"] == final_state(out)["val_loss"]  # the same fixed eval batches
+    assert {f: (out / f).read_bytes() for f in before} == before

@@ -42,28 +42,56 @@ def tokenize(text):
     return tokens
 
 
+class PrepareError(ValueError):
+    """Bad input; main() prints the message as one line."""
+
+
+def check_inputs(paths):
+    """The local files exist, are of one kind, and hold documents; returns the datasets builder name."""
+    for path in paths:
+        if not os.path.isfile(path):
+            raise PrepareError(f"--input {path} {'is a directory' if os.path.isdir(path) else 'does not exist'}")
+        if os.path.getsize(path) == 0:
+            raise PrepareError(f"--input {path} is empty")
+    kinds = {os.path.splitext(p)[1].lower() for p in paths}
+    if kinds <= {".parquet"}:
+        import pyarrow.parquet as pq
+
+        for path in paths:
+            try:
+                rows = pq.read_metadata(path).num_rows
+            except Exception as e:  # not parquet at all
+                raise PrepareError(f"--input {path} is not a parquet file ({str(e).splitlines()[0]})") from None
+            if rows == 0:
+                raise PrepareError(f"--input {path} has no rows")
+        return "parquet"
+    if kinds <= {".jsonl", ".json"}:
+        return "json"
+    raise PrepareError(f"--input takes .parquet or .jsonl files (all of one kind), got {sorted(kinds)}")
+
+
 def iter_texts(args):
+    import datasets
     from datasets import load_dataset
 
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its reader errors become our one-line error
+
     if args.input:
-        missing = [p for p in args.input if not os.path.isfile(p)]
-        if missing:
-            sys.exit(f"error: --input file(s) not found: {', '.join(missing)}")
-        kinds = {os.path.splitext(p)[1].lower() for p in args.input}
-        if kinds <= {".parquet"}:
-            builder = "parquet"
-        elif kinds <= {".jsonl", ".json"}:
-            builder = "json"
-        else:
-            sys.exit(f"error: --input takes .parquet or .jsonl files (all of one kind), got {sorted(kinds)}")
-        ds = load_dataset(builder, data_files=args.input, split="train", streaming=True)
+        ds = load_dataset(check_inputs(args.input), data_files=args.input, split="train", streaming=True)
     else:
         name = {"10B": "sample-10BT", "100B": "sample-100BT"}[args.version]
         ds = load_dataset("HuggingFaceFW/fineweb", name=name, split="train", streaming=True)
-    for doc in ds:
-        if "text" not in doc:
-            sys.exit(f"error: documents need a 'text' column; this one has {sorted(doc)}")
-        yield doc["text"]
+    try:
+        for i, doc in enumerate(ds):
+            if "text" not in doc:
+                raise PrepareError(f"documents need a 'text' column; document {i} has {sorted(doc)}")
+            if not isinstance(doc["text"], str):
+                raise PrepareError(f"document {i} has no text (its 'text' is {doc['text']!r})")
+            yield doc["text"]
+    except PrepareError:
+        raise
+    except Exception as e:  # the reader's own errors (a malformed JSON line, a damaged file): one line
+        raise PrepareError(f"could not read the documents: {type(e).__name__}: {str(e).splitlines()[0]}") from None
 
 
 def main(argv=None):
@@ -79,6 +107,15 @@ def main(argv=None):
     shard_size, max_tokens = int(args.shard_size), int(args.max_tokens)
     if shard_size <= 0 or args.num_proc <= 0 or max_tokens < 0:
         sys.exit("error: --shard_size and --num_proc must be positive, --max_tokens non-negative")
+    try:
+        if args.input:
+            check_inputs(args.input)
+        _init_worker()  # fail here, once, if the tokenizer cannot be loaded
+    except PrepareError as e:
+        sys.exit(f"error: {e}")
+    except Exception as e:  # tiktoken offline without its files
+        sys.exit(f"error: the GPT-2 tokenizer could not be loaded ({type(e).__name__}): tiktoken downloads it on "
+                 f"first use; offline, see README 'Sampling' for TIKTOKEN_CACHE_DIR")
     os.makedirs(args.out_dir, exist_ok=True)
 
     buf = np.empty(shard_size, dtype=np.uint16)
@@ -113,6 +150,10 @@ def main(argv=None):
                     flush()
             if max_tokens and state["total"] >= max_tokens:
                 break
+    except PrepareError as e:
+        if state["bar"] is not None:
+            state["bar"].close()
+        sys.exit(f"error: {e} (shards written so far are complete; rerun after fixing the input)")
     finally:
         if pool is not None:
             pool.terminate()

@@ -28,7 +28,11 @@ def write_atomic(path, write):
 def prepare(text, out_dir, val_fraction=0.1):
     if len(text) < 100:
         raise ValueError(f"the corpus has only {len(text)} characters; that is too small to split")
+    if "\0" in text:
+        raise ValueError("the corpus contains NUL characters: it is a binary file, not text")
     chars = sorted(set(text))
+    if len(chars) > 2**16:
+        raise ValueError(f"the corpus has {len(chars):,} distinct characters; token ids are uint16 (at most 65,536)")
     stoi = {ch: i for i, ch in enumerate(chars)}
     itos = {i: ch for i, ch in enumerate(chars)}
     n = len(text)
@@ -49,6 +53,8 @@ def main(argv=None):
     parser.add_argument("--out_dir", default=here, help="where to write train.bin, val.bin, meta.pkl")
     args = parser.parse_args(argv)
     if args.input:
+        if os.path.isdir(args.input):
+            sys.exit(f"error: --input {args.input} is a directory; give the text file")
         if not os.path.isfile(args.input):
             sys.exit(f"error: --input {args.input} does not exist")
         path = args.input
@@ -63,9 +69,14 @@ def main(argv=None):
                 sys.exit(f"error: download failed ({e}); pass a local copy with --input PATH")
             os.makedirs(args.out_dir, exist_ok=True)
             write_atomic(path, lambda f: f.write(data))
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    meta, n_train, n_val = prepare(text, args.out_dir)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        meta, n_train, n_val = prepare(text, args.out_dir)
+    except UnicodeDecodeError as e:
+        sys.exit(f"error: {path} is not UTF-8 text (byte {e.start}: {e.reason})")
+    except (ValueError, OSError) as e:
+        sys.exit(f"error: {path}: {e}")
     print(f"{len(text):,} characters, vocab size {meta['vocab_size']}: "
           f"train {n_train:,} tokens, val {n_val:,} tokens -> {args.out_dir}")
 
