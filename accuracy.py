@@ -24,24 +24,23 @@ NEAR_ZERO = 1e-4  # the table's "κ near 0" columns: |κ| ≤ this, where the �
 # ----------------------------------------------------------------------------- mpmath references
 
 
+def _mp_scaled(trig, hyp, r, k):
+    """trig(√κ r)/√κ for κ > 0, hyp(√|κ| r)/√|κ| for κ < 0, r at κ = 0, at 40 digits."""
+    r, k = mpmath.mpf(r), mpmath.mpf(k)
+    if k == 0:
+        return r
+    s = mpmath.sqrt(abs(k))
+    return (trig if k > 0 else hyp)(s * r) / s
+
+
 def mp_tan_k(r, k):
     """tan_κ(r) at 40 digits: tan(√κ r)/√κ, tanh(√|κ| r)/√|κ|, or r."""
-    r, k = mpmath.mpf(r), mpmath.mpf(k)
-    if k > 0:
-        return mpmath.tan(mpmath.sqrt(k) * r) / mpmath.sqrt(k)
-    if k < 0:
-        return mpmath.tanh(mpmath.sqrt(-k) * r) / mpmath.sqrt(-k)
-    return r
+    return _mp_scaled(mpmath.tan, mpmath.tanh, r, k)
 
 
 def mp_artan_k(r, k):
     """artan_κ(r) at 40 digits: atan(√κ r)/√κ, artanh(√|κ| r)/√|κ|, or r."""
-    r, k = mpmath.mpf(r), mpmath.mpf(k)
-    if k > 0:
-        return mpmath.atan(mpmath.sqrt(k) * r) / mpmath.sqrt(k)
-    if k < 0:
-        return mpmath.atanh(mpmath.sqrt(-k) * r) / mpmath.sqrt(-k)
-    return r
+    return _mp_scaled(mpmath.atan, mpmath.atanh, r, k)
 
 
 def mp_dist(x, y, k):

@@ -13,6 +13,7 @@ Read top to bottom: the options, then the named steps of a run (start, evaluate_
 optimizer_step, log_step), then train(), whose loop strings them together.
 """
 import dataclasses
+import gc
 import glob
 import json
 import math
@@ -605,6 +606,10 @@ def train(cfg):
         if run.logger is not None:
             run.logger.finish()
         if run.proc.ddp:
+            # DDP's reducer holds the process group: drop it while the interpreter is fully alive, or gloo's
+            # threads may be torn down at exit in an order that aborts the process after a finished run
+            run.model = run.raw_model
+            gc.collect()
             torch.distributed.destroy_process_group()
     return dict(summary, iter_num=p.iter_num, last_train_loss=p.last_loss, kappas=run.raw_model.kappas().detach().cpu())
 

@@ -12,7 +12,8 @@ import train
 from conftest import ROOT
 from model import GPTConfig
 
-OURS = {"geometry", "model", "runtime", "train", "sample", "bench", "loader", "configurator", "accuracy", "plot"}
+OURS = {"geometry", "model", "runtime", "train", "sample", "bench", "loader", "configurator", "accuracy", "plot",
+        "analyze"}
 
 
 def imported_modules(name):
@@ -34,13 +35,14 @@ def imported_modules(name):
     ("sample", {"runtime", "configurator"}),
     ("bench", {"geometry", "model", "runtime"}),
     ("accuracy", {"geometry"}),
+    ("analyze", {"geometry", "loader", "runtime"}),
 ])
 def test_imports_point_one_way(name, allowed):
     assert imported_modules(name) <= allowed, imported_modules(name) - allowed
 
 
 def test_sampling_and_benchmarking_never_load_the_training_loop():
-    code = "import sys, sample, bench; assert 'train' not in sys.modules, 'train was imported'"
+    code = "import sys, sample, bench, analyze; assert 'train' not in sys.modules, 'train was imported'"
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
