@@ -6,6 +6,7 @@ Measure what curvature costs, on whatever device is here (no CUDA calls on a CPU
     python bench.py --configs euclidean zero hyperbolic:prev_token:mobius --peak_flops 989e12
     python bench.py --ops                             # microbenchmarks of the geometry functions
     python bench.py --generate                        # sampling tokens/s with and without the cache
+    python bench.py --memory --batch_sizes 1 2 4      # peak memory of a training step per micro-batch size
 
 Timings are forward + backward + AdamW step on random tokens, after warm-up, with the configurations
 alternating round by round so drift in the machine hits all of them alike; the table reports the median.
@@ -220,6 +221,60 @@ def bench_generate(args):
         print(f"| {spec:<44} | {rate[False]:>14,.0f} | {rate[True]:>11,.0f} | {rate[True] / rate[False]:>7.1f}x |")
 
 
+def bench_memory(args):
+    """Peak memory of one training step (forward, backward, AdamW step) per micro-batch size: the resident part
+    (parameters and AdamW's two moments, there after the first step) plus what the step itself allocates, which
+    grows by a fixed amount per sequence. From the two, the largest micro-batch that fits a GPU's memory."""
+    device = args.device
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
+    autocast = torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
+    base = dict(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head,
+                n_embd=args.n_embd, bias=False, dropout=0.0, curvature_init=args.curvature_init)
+    sizes = sorted(set(args.batch_sizes))
+    gen = torch.Generator().manual_seed(0)
+    data = {B: torch.randint(0, args.vocab_size, (2, B, args.block_size), generator=gen).to(device) for B in sizes}
+    rows = []
+    for spec in tqdm(args.configs, desc="configurations", leave=False):
+        over = parse_spec(spec)
+        if over["curvature"] == "spherical":
+            over["curvature_init"] = abs(args.curvature_init)
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(**{**base, **over})).to(device)
+        opt = configure_optimizers(model, 0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
+
+        def step(B, model=model, opt=opt):
+            with autocast:
+                _, loss = model(*data[B])
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        step(sizes[0])  # allocates AdamW's state, which then stays
+        tensors = list(model.parameters()) + [t for s in opt.state_dict()["state"].values() for t in s.values()
+                                              if torch.is_tensor(t)]
+        resident = sum(t.numel() * t.element_size() for t in tensors)
+        peaks = {B: peak_memory(device, lambda B=B: step(B)) for B in sizes}
+        slope = (peaks[sizes[-1]] - peaks[sizes[0]]) / (sizes[-1] - sizes[0]) if len(sizes) > 1 else float("nan")
+        fits = {}
+        for gib in (24, 40, 80):
+            room = gib * 2**30 - resident - (peaks[sizes[0]] - slope * sizes[0])
+            fits[gib] = int(room // slope) if slope > 0 else None
+        rows.append({"name": spec, "resident": resident, "peaks": peaks, "slope": slope, "fits": fits})
+        del model, opt
+    print(f"\none training step, {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, block {args.block_size}, "
+          f"vocab {args.vocab_size}, {args.dtype}, device {device}, torch {torch.__version__}; MiB")
+    header = (f"| {'configuration':<32} | params + AdamW | " + " | ".join(f"step, batch {B}" for B in sizes) +
+              " | per sequence | batch in 24 / 40 / 80 GiB |")
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    for r in rows:
+        fits = " / ".join("-" if r["fits"][g] is None else str(r["fits"][g]) for g in (24, 40, 80))
+        print(f"| {r['name']:<32} | {r['resident'] / 2**20:>13,.0f} | " +
+              " | ".join(f"{r['peaks'][B] / 2**20:>{len(f'step, batch {B}')},.0f}" for B in sizes) +
+              f" | {r['slope'] / 2**20:>12,.1f} | {fits:>25} |")
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--configs", nargs="+", default=["euclidean", "zero:prev_token:tangent",
@@ -228,6 +283,8 @@ def main(argv=None):
     p.add_argument("--compile", action="store_true", help="also time each configuration under torch.compile")
     p.add_argument("--ops", action="store_true", help="microbenchmark the geometry functions instead")
     p.add_argument("--generate", action="store_true", help="time generation with and without the cache")
+    p.add_argument("--memory", action="store_true", help="peak memory of a training step per micro-batch size")
+    p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 2], help="micro-batch sizes for --memory")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--n_layer", type=int, default=4)
@@ -246,6 +303,8 @@ def main(argv=None):
         return bench_ops(args)
     if args.generate:
         return bench_generate(args)
+    if args.memory:
+        return bench_memory(args)
     return bench_models(args)
 
 

@@ -26,9 +26,10 @@ import threading
 import time
 
 import torch
+import torch.nn.functional as F
 
 from configurator import ConfigError, configure
-from loader import DataError, open_dataset
+from loader import DataError, open_dataset, read_hellaswag
 from model import GPT, GPTConfig
 from runtime import (DTYPES, MODEL_DEFAULTS, MODEL_KEYS, RESUME_MAY_CHANGE, RunError, check_resume_compatible,
                      check_vocab_compatible, configure_optimizers, load_checkpoint, precision, resolve_device,
@@ -53,6 +54,8 @@ dataset = "shakespeare_char"
 data_dir = ""  # default: data/<dataset> next to this file
 data_random_start = False  # sharded data: start at a seeded random shard and position instead of the first
 val_tokens = 10_485_760  # sharded data: tokens per evaluation (the speedrun's budget), split across processes
+hellaswag_dir = ""  # GPT-2 BPE data: HellaSwag accuracy at every evaluation when this holds data/hellaswag/prepare.py's
+# output ('' = data/hellaswag next to this file); skipped when the file is not there
 gradient_accumulation_steps = 1
 batch_size = 12
 # model: every GPTConfig field is a key, with GPTConfig's default (GPT-2 sized); these make it CPU sized
@@ -183,6 +186,7 @@ class Run:
     progress: Progress
     ckpt_path: str
     logger: "Logger | None" = None
+    hellaswag: "list | None" = None  # tokenized items, on GPT-2 BPE data when prepared
 
     @property
     def tokens_per_iter(self):
@@ -386,6 +390,9 @@ def start(cfg):
               torch.amp.GradScaler(proc.device_type, enabled=(dtype == "float16")), autocast, dtype, model_args,
               Progress(), ckpt_path)
     run_id = restore(ckpt, run) if ckpt is not None else None
+    if data.vocab["tokenizer"] == "gpt2":
+        run.hellaswag = read_hellaswag(os.path.join(cfg["hellaswag_dir"] or os.path.join(HERE, "data", "hellaswag"),
+                                                    "hellaswag_val_tokens.jsonl"), required=bool(cfg["hellaswag_dir"]))
     if cfg["compile"]:
         run.model = torch.compile(run.model)
     if proc.ddp:
@@ -438,6 +445,44 @@ def geometry_health(run):
     return stats
 
 
+def hellaswag_losses(model, item, block_size, device):
+    """Each ending's summed and mean loss over its own tokens after the context, [4] each. Rows longer than the
+    context window keep their last block_size + 1 tokens; shorter rows are padded, and causality keeps the padding
+    from touching the scored positions."""
+    rows = [item["ctx"] + ending for ending in item["endings"]]
+    L = min(max(len(r) for r in rows), block_size + 1)
+    tokens = torch.zeros(4, L, dtype=torch.long)
+    scored = torch.zeros(4, L - 1)
+    for i, (row, ending) in enumerate(zip(rows, item["endings"])):
+        row = row[-L:]
+        tokens[i, :len(row)] = torch.tensor(row)
+        scored[i, len(row) - 1 - min(len(ending), L - 1):len(row) - 1] = 1  # predictions of the ending's tokens
+    tokens, scored = tokens.to(device), scored.to(device)
+    # with targets the model returns the logits of every position
+    logits, _ = model(tokens[:, :-1].contiguous(), targets=tokens[:, 1:].contiguous())
+    losses = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(), reduction="none").view(4, L - 1)
+    total = (losses * scored).sum(1)
+    return total, total / scored.sum(1)
+
+
+@torch.no_grad()
+def evaluate_hellaswag(run):
+    """HellaSwag accuracy as llm.c and build-nanogpt report it for GPT-2: the ending with the lowest mean loss
+    (acc_norm) or summed loss (acc). Each process scores every world-th item; the counts are summed."""
+    model, proc = run.raw_model, run.proc  # uncompiled: every item has its own length
+    model.eval()
+    counts = torch.zeros(3, device=proc.device)  # acc, acc_norm, items
+    for item in run.hellaswag[proc.rank::proc.world]:
+        with run.autocast:
+            total, mean = hellaswag_losses(model, item, model.config.block_size, proc.device)
+        counts += torch.tensor([int(total.argmin()) == item["label"], int(mean.argmin()) == item["label"], 1],
+                               device=proc.device)
+    if proc.ddp:
+        torch.distributed.all_reduce(counts)
+    model.train()
+    return {"hellaswag/acc": (counts[0] / counts[2]).item(), "hellaswag/acc_norm": (counts[1] / counts[2]).item()}
+
+
 def save(run, val_loss):
     """Checkpoint the run, with every process's data position and RNG so that a resume at the same world
     size continues exactly."""
@@ -463,12 +508,14 @@ def evaluate_and_checkpoint(run, lr, may_save):
     (always_save_checkpoint, or an improved val loss) say so. Returns the losses."""
     losses = estimate_loss(run)
     stats = geometry_health(run)
+    hellaswag = evaluate_hellaswag(run) if run.hellaswag else {}
     p = run.progress
     if run.proc.master:
-        print(f"eval iter {p.iter_num}: " + ", ".join(f"{k} loss {v:.4f}" for k, v in losses.items()))
+        print(f"eval iter {p.iter_num}: " + ", ".join(f"{k} loss {v:.4f}" for k, v in losses.items()) +
+              (f", hellaswag acc_norm {hellaswag['hellaswag/acc_norm']:.4f}" if hellaswag else ""))
         run.logger.log(p.iter_num, {"val/loss": losses["val"],
                                     **({"train/eval_loss": losses["train"]} if "train" in losses else {}),
-                                    "wall": p.wall(), "lr": lr, **curvature_metrics(run.raw_model, stats)})
+                                    **hellaswag, "wall": p.wall(), "lr": lr, **curvature_metrics(run.raw_model, stats)})
     improved = losses["val"] < p.best_val_loss
     p.best_val_loss = min(p.best_val_loss, losses["val"])
     if may_save and (improved or run.cfg["always_save_checkpoint"]):

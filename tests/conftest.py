@@ -1,6 +1,7 @@
 """Shared fixtures and helpers: tiny data made here, tiny models, and the checks every mode must pass."""
 import hashlib
 import math
+import random
 import os
 import shutil
 import subprocess
@@ -150,3 +151,47 @@ def gpt2_offline(tmp_path_factory):
         os.environ.pop("TIKTOKEN_CACHE_DIR", None)
     else:
         os.environ["TIKTOKEN_CACHE_DIR"] = old
+
+
+# ----------------------------------------------------------------------------- FineWeb-style shards
+
+PREPARE_FINEWEB = os.path.join(ROOT, "data", "fineweb", "prepare.py")
+WORDS = "the of and a to in is was he for it with as his on be at by had are but from or have an they".split()
+
+
+def make_docs(n=120, seed=0):
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60))).capitalize() + "." for _ in range(n)]
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory, gpt2_offline):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    d = tmp_path_factory.mktemp("fineweb")
+    docs = make_docs()
+    pq.write_table(pa.table({"text": docs, "id": list(range(len(docs)))}), d / "docs.parquet")
+    out = d / "shards"
+    r = subprocess.run([sys.executable, PREPARE_FINEWEB, "--input", str(d / "docs.parquet"), "--out_dir", str(out),
+                        "--shard_size", "1500", "--num_proc", "2"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return out, docs, gpt2_offline
+
+
+def fineweb_args(data_dir, out_dir, **over):
+    args = dict(dataset="fineweb", data_dir=str(data_dir), out_dir=str(out_dir), n_layer=2, n_head=2, n_embd=32,
+                block_size=32, batch_size=2, gradient_accumulation_steps=4, max_iters=4, eval_interval=2,
+                val_tokens=256, log_interval=1, warmup_iters=1, lr_decay_iters=10, learning_rate=3e-3,
+                dropout=0.0, device="cpu", seed=7)
+    args.update(over)
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+def torchrun(args, nproc=2):
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           os.path.join(ROOT, "train.py"), *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    return r.stdout

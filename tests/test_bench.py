@@ -41,3 +41,17 @@ def test_ops_and_generate_tables(capsys):
     rows = table_rows(capsys.readouterr().out)
     assert [r[0] for r in rows[1:]] == ["euclidean", "hyperbolic"]
     assert all(r[3].endswith("x") for r in rows[1:])
+
+
+def test_memory_table_has_a_slope_and_batch_sizes_that_fit(capsys):
+    rows = bench.main(TINY + ["--memory", "--batch_sizes", "1", "2", "4", "--configs", "euclidean", "hyperbolic"])
+    assert [r["name"] for r in rows] == ["euclidean", "hyperbolic"]
+    for r in rows:
+        assert r["resident"] > 0 and r["peaks"][1] < r["peaks"][4] and r["slope"] > 0
+        assert r["fits"][24] < r["fits"][40] < r["fits"][80]
+    # the resident part is the parameters and AdamW's two moments: 3 × 4 bytes per parameter (+ Adam's step counts)
+    n_params = sum(p.numel() for p in bench.GPT(bench.GPTConfig(
+        n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=65, bias=False)).parameters())
+    assert abs(rows[0]["resident"] - 12 * n_params) < 1024
+    header = table_rows(capsys.readouterr().out)[0]
+    assert header[-1] == "batch in 24 / 40 / 80 GiB" and "step, batch 4" in header

@@ -2,7 +2,6 @@
 single-process and under 2-process torchrun (gloo on CPU) with identical results."""
 import json
 import os
-import random
 import subprocess
 import sys
 
@@ -13,31 +12,8 @@ import torch
 import loader
 import train
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PREPARE = os.path.join(ROOT, "data", "fineweb", "prepare.py")
-WORDS = "the of and a to in is was he for it with as his on be at by had are but from or have an they".split()
-
-
-def make_docs(n=120, seed=0):
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 60))).capitalize() + "." for _ in range(n)]
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory, gpt2_offline):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    d = tmp_path_factory.mktemp("fineweb")
-    docs = make_docs()
-    pq.write_table(pa.table({"text": docs, "id": list(range(len(docs)))}), d / "docs.parquet")
-    out = d / "shards"
-    r = subprocess.run([sys.executable, PREPARE, "--input", str(d / "docs.parquet"), "--out_dir", str(out),
-                        "--shard_size", "1500", "--num_proc", "2"], capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    return out, docs, gpt2_offline
-
-
+from conftest import PREPARE_FINEWEB as PREPARE
+from conftest import ROOT, fineweb_args, make_docs, torchrun
 def test_shard_headers_names_and_round_trip(shards):
     out, docs, enc = shards
     files = sorted(os.listdir(out))
@@ -116,24 +92,6 @@ def test_ranks_read_disjoint_parts_that_tile_the_single_process_stream(tmp_path)
     assert (rs.shard, rs.pos) == (rs2.shard, rs2.pos) and (rs.shard, rs.pos) != (0, 0)
 
 
-def fineweb_args(data_dir, out_dir, **over):
-    args = dict(dataset="fineweb", data_dir=str(data_dir), out_dir=str(out_dir), n_layer=2, n_head=2, n_embd=32,
-                block_size=32, batch_size=2, gradient_accumulation_steps=4, max_iters=4, eval_interval=2,
-                val_tokens=256, log_interval=1, warmup_iters=1, lr_decay_iters=10, learning_rate=3e-3,
-                dropout=0.0, device="cpu", seed=7)
-    args.update(over)
-    return [f"--{k}={v}" for k, v in args.items()]
-
-
-def torchrun(args, nproc=2):
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           os.path.join(ROOT, "train.py"), *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    return r.stdout
-
-
 def test_single_process_equals_two_process_ddp_and_ddp_resumes(shards, tmp_path):
     data_dir = shards[0]
     single = tmp_path / "single"
@@ -183,3 +141,36 @@ def test_sigterm_to_torchrun_saves_once_and_resumes(shards, tmp_path):
     assert saved["iter_num"] >= 3 and len(saved["ranks"]) == 2
     resumed = torchrun(fineweb_args(shards[0], out, max_iters=saved["iter_num"] + 2, init_from="resume"))
     assert f"starting at iter {saved['iter_num']}" in resumed
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_with_c10d_rendezvous_equal_one_process(shards, tmp_path):
+    """Multi-node as on a cluster: two launchers ("nodes", one process each) meet at a c10d rendezvous endpoint
+    (here on localhost); the result equals one process with the same total batch."""
+    data_dir = shards[0]
+    single = tmp_path / "single"
+    train.main(fineweb_args(data_dir, single))
+    out = tmp_path / "two_nodes"
+    endpoint = f"127.0.0.1:{free_port()}"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc_per_node=1",
+                               f"--node_rank={rank}", "--rdzv_backend=c10d", f"--rdzv_endpoint={endpoint}",
+                               "--rdzv_id=kappagpt-test", os.path.join(ROOT, "train.py"), *fineweb_args(data_dir, out)],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+             for rank in (0, 1)]
+    outputs = [n.communicate(timeout=300)[0] for n in nodes]
+    assert all(n.returncode == 0 for n in nodes), "\n".join(o[-2000:] for o in outputs)
+    assert any("world 2" in o for o in outputs)
+    a = torch.load(single / "ckpt.pt", weights_only=True)
+    b = torch.load(out / "ckpt.pt", weights_only=True)
+    assert a["iter_num"] == b["iter_num"] == 4 and len(b["ranks"]) == 2
+    assert abs(a["val_loss"] - b["val_loss"]) < 1e-5
+    for name in a["model"]:
+        torch.testing.assert_close(a["model"][name], b["model"][name], rtol=0, atol=1e-5, msg=name)
