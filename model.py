@@ -45,6 +45,7 @@ CHOICES = {  # the allowed values of GPTConfig's string options
     "curvature": ("euclidean", "zero", "hyperbolic", "spherical", "free", "fixed"),
     "reference": ("prev_token", "origin", "window"), "residual": ("mobius", "tangent"),
     "attention": ("dot", "distance"), "aggregate": ("tangent", "midpoint"), "geometry_dtype": ("float32", "float64"),
+    "pos_embedding": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "relu2"),
 }
 
 
@@ -68,6 +69,15 @@ class GPTConfig:
     aggregate: str = "tangent"  # average values as tangent vectors, or their gyromidpoint
     geometry_dtype: str = "float32"  # 'float32' or 'float64' for the geometry ops (float64 to diagnose)
     geometry_checkpoint: bool = False  # recompute the block's geometry in backward instead of storing it
+    # the GPT-2 speedrun's modern block (modded-nanogpt), each part a switch; the defaults are GPT-2's
+    pos_embedding: str = "learned"  # learned absolute positions, or rotary embeddings of q and k
+    norm: str = "layernorm"  # or 'rmsnorm' (no learned gain, as the speedrun; also normalises the embedding)
+    qk_norm: bool = False  # RMS-normalise each head's q and k
+    mlp: str = "gelu"  # or 'relu2': ReLU(x)²
+    tie_embeddings: bool = True  # the output head shares the token embedding
+    logit_softcap: float = 0.0  # c·tanh(logits/c) when > 0
+    zero_init_proj: bool = False  # attention's and the MLP's output projections start at 0
+    smear: bool = False  # add a gated share of token t−1's embedding to token t's: e_t + λ·σ(g·e_t[:12])·e_{t−1}
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "reference_window"):
@@ -77,6 +87,10 @@ class GPTConfig:
             raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.logit_softcap < 0:
+            raise ValueError(f"logit_softcap must be ≥ 0 (0 = off), got {self.logit_softcap}")
+        if self.pos_embedding == "rope" and self.head_size % 2:
+            raise ValueError(f"pos_embedding='rope' needs an even head_size, got {self.head_size}")
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not one of {allowed}")
@@ -124,6 +138,24 @@ class Curvature(nn.Module):
         return self.raw
 
 
+def make_norm(config):
+    """LayerNorm (GPT-2), or RMSNorm without a learned gain (the speedrun's)."""
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, elementwise_affine=False)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+def rotary(x, start):
+    """Rotary position embedding (Su et al. 2021) of x [B, H, T, D] at positions start … start + T − 1: each pair
+    (x_i, x_{i+D/2}) is rotated by the angle position · 10000^(−2i/D), so q·k depends on relative positions."""
+    D, T = x.size(-1), x.size(-2)
+    freq = 10000.0 ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)
+    angle = torch.arange(start, start + T, device=x.device, dtype=torch.float32)[:, None] * freq  # [T, D/2]
+    cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
+    x1, x2 = x[..., : D // 2], x[..., D // 2 :]
+    return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
+
+
 def causal_mask(T, Tk, device):
     """[T, Tk] booleans, True where query i (at position Tk − T + i, after any cached keys) may see key j."""
     return torch.ones(T, Tk, dtype=torch.bool, device=device).tril(diagonal=Tk - T)
@@ -150,6 +182,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.attention = config.attention
         self.aggregate = config.aggregate
+        self.rope, self.qk_norm = config.pos_embedding == "rope", config.qk_norm
         if config.attention == "distance":
             self.log_tau = nn.Parameter(torch.full((config.n_head,), math.log(8 * math.sqrt(config.head_size))))
 
@@ -159,6 +192,11 @@ class CausalSelfAttention(nn.Module):
         H = self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+        if self.rope:
+            start = cache["k"].size(2) if cache is not None and "k" in cache else 0  # positions after the cached
+            q, k = rotary(q, start), rotary(k, start)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (C // H,)), F.rms_norm(k, (C // H,))
         if cache is not None:
             if "k" in cache:
                 k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
@@ -193,9 +231,29 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.act = F.gelu if config.mlp == "gelu" else lambda z: F.relu(z).square()
 
     def forward(self, x, kappa=None, cache=None):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+
+
+class Smear(nn.Module):
+    """The speedrun's smear: e_t ← e_t + λ·σ(g·e_t[:12])·e_{t−1} on the token embeddings, a gated share of the
+    previous token's. λ and g start at 0 (no effect at init), as in modded-nanogpt."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.gate = nn.Linear(min(12, config.n_embd), 1, bias=False)
+        self.lam = nn.Parameter(torch.zeros(1))
+
+    def forward(self, e, cache=None):
+        """e [B, T, C]; cache carries the embedding of the token before e's first (generation)."""
+        prev = cache.get("smear_prev") if cache is not None else None
+        prev = torch.zeros_like(e[:, :1]) if prev is None else prev
+        if cache is not None:
+            cache["smear_prev"] = e[:, -1:]
+        before = torch.cat([prev, e[:, :-1]], dim=1)
+        return e + self.lam * torch.sigmoid(self.gate(e[..., : self.gate.in_features])) * before
 
 
 def window_weights(t0, T, W, device):
@@ -211,9 +269,9 @@ def window_weights(t0, T, W, device):
 class Block(nn.Module):
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
         self.n_head = config.n_head
         self.reference = config.reference
@@ -301,26 +359,29 @@ class GPT(nn.Module):
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.transformer = nn.ModuleDict(
-            dict(
-                wte=nn.Embedding(config.vocab_size, config.n_embd),
-                wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.dropout),
-                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
-            )
-        )
+        modules = {"wte": nn.Embedding(config.vocab_size, config.n_embd)}
+        if config.pos_embedding == "learned":
+            modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
+        modules.update(drop=nn.Dropout(config.dropout), h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                       ln_f=make_norm(config))
+        self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight
+        self.smear = Smear(config) if config.smear else None
         if config.curvature == "euclidean":
             self.curvature = None
         else:
             n = 1 if config.curvature_shared else config.n_layer
             self.curvature = nn.ModuleList([Curvature(config) for _ in range(n)])
         self.apply(self._init_weights)
-        for pn, p in self.named_parameters():  # GPT-2's scaled init of the residual projections
+        for pn, p in self.named_parameters():  # GPT-2's scaled init of the residual projections (or the speedrun's 0)
             if pn.endswith("c_proj.weight"):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+                if config.zero_init_proj:
+                    torch.nn.init.zeros_(p)
+        if self.smear is not None:
+            torch.nn.init.zeros_(self.smear.gate.weight)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -332,7 +393,8 @@ class GPT(nn.Module):
 
     def get_num_params(self, non_embedding=True):
         """Parameters, without the position embeddings by default (the tied token embeddings stay counted)."""
-        return sum(p.numel() for p in self.parameters()) - (self.transformer.wpe.weight.numel() if non_embedding else 0)
+        wpe = self.transformer.wpe.weight.numel() if "wpe" in self.transformer else 0
+        return sum(p.numel() for p in self.parameters()) - (wpe if non_embedding else 0)
 
     def kappas(self):
         """κ of every block and head as a [n_layer, n_head or 1] float32 tensor (zeros for 'euclidean')."""
@@ -349,10 +411,17 @@ class GPT(nn.Module):
         `cache`, a dict from `new_cache()`, makes idx the continuation of the tokens it has seen (generation)."""
         B, T = idx.size()
         start = cache["pos"] if cache is not None else 0
-        if start + T > self.config.block_size:
+        learned = "wpe" in self.transformer  # rotary positions have no table and no length limit
+        if learned and start + T > self.config.block_size:
             raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
-        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
-        h = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+        e = self.transformer.wte(idx)
+        if self.smear is not None:
+            e = self.smear(e, cache)
+        if learned:
+            e = e + self.transformer.wpe(torch.arange(start, start + T, dtype=torch.long, device=idx.device))
+        if self.config.norm == "rmsnorm":  # the speedrun normalises the embedding too
+            e = F.rms_norm(e, (e.size(-1),))
+        h = self.transformer.drop(e)
         blocks = cache["blocks"] if cache is not None else [None] * len(self.transformer.h)
         if self.curvature is None:
             for block, c in zip(self.transformer.h, blocks):
@@ -366,12 +435,15 @@ class GPT(nn.Module):
         if cache is not None:
             cache["pos"] += T
         x = self.transformer.ln_f(h)
+        cap = self.config.logit_softcap
         if targets is not None:
             logits = self.lm_head(x)
+            logits = cap * torch.tanh(logits / cap) if cap > 0 else logits
             logits32 = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays float64
             loss = F.cross_entropy(logits32.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         else:
             logits = self.lm_head(x[:, [-1], :])  # only the last position is needed to sample
+            logits = cap * torch.tanh(logits / cap) if cap > 0 else logits
             loss = None
         return logits, loss
 
@@ -385,7 +457,8 @@ class GPT(nn.Module):
         if block_size > self.config.block_size:
             raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
         self.config.block_size = block_size
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
+        if "wpe" in self.transformer:
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 
     def estimate_mfu(self, fwdbwd_per_iter, dt, peak_flops):
         """Model FLOPs utilisation from the PaLM formula (6N + 12·L·H·Q·T per token). The geometry ops are
@@ -399,18 +472,20 @@ class GPT(nn.Module):
         """Sample max_new_tokens tokens after idx [B, T], feeding predictions back in.
 
         With use_cache, each new token costs one position's work (O(T) attention over cached keys) instead of
-        a forward pass over the whole context (O(T²)). Position embeddings are absolute, so once the context
+        a forward pass over the whole context (O(T²)). Learned positions are absolute, so once the context
         exceeds block_size and must slide, every step re-encodes the last block_size tokens, exactly as
-        without the cache; both paths give the same logits up to float rounding.
+        without the cache; with rotary positions the context just grows (beyond the length trained on). Both
+        paths give the same logits up to float rounding.
         """
         cache = None
+        rope = self.config.pos_embedding == "rope"
         for _ in range(max_new_tokens):
-            if use_cache and idx.size(1) <= self.config.block_size:
+            if use_cache and (rope or idx.size(1) <= self.config.block_size):
                 prefill = cache is None  # the whole prompt in one forward, then one token at a time
                 cache = self.new_cache() if prefill else cache
                 logits, _ = self(idx if prefill else idx[:, -1:], cache=cache)
             else:
-                logits, _ = self(idx[:, -self.config.block_size :])
+                logits, _ = self(idx if rope else idx[:, -self.config.block_size :])
             logits = logits[:, -1, :].float() / temperature
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))

@@ -61,6 +61,12 @@ def full_logits(model, idx):
     return logits
 
 
+def copy_weights(dst, src):
+    """Load src's weights into dst, which may differ only in its curvature parameters."""
+    missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
+    assert all("curvature" in n for n in missing + unexpected), (missing, unexpected)
+
+
 def assert_causal(model, positions=(0, 5, 14)):
     """Changing tokens after position t never changes the logits at positions ≤ t (exactly)."""
     model.eval()

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 import geometry as geo
-from conftest import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
-                      train_losses)
+from conftest import (TINY, assert_causal, assert_every_parameter_learns, copy_weights, full_logits, make, tiny_corpus,
+                      tokens, train_losses)
 from model import GPT, GPTConfig
 from runtime import configure_optimizers
 
@@ -21,11 +21,6 @@ MODES = [  # (curvature, reference, residual)
     ("free", "prev_token", "tangent"),
     ("fixed", "prev_token", "mobius"),
 ]
-
-
-def copy_weights(dst, src):
-    missing, unexpected = dst.load_state_dict(src.state_dict(), strict=False)
-    assert all("curvature" in n for n in missing + unexpected), (missing, unexpected)
 
 
 def test_zero_curvature_origin_mobius_equals_euclidean():

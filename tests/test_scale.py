@@ -17,7 +17,7 @@ from runtime import MODEL_KEYS, configure_optimizers
 pytestmark = pytest.mark.slow
 
 FINEWEB_CONFIGS = ["train_fineweb.py", "train_fineweb_euclid.py", "train_fineweb_small.py",
-                   "train_fineweb_small_euclid.py"]
+                   "train_fineweb_small_euclid.py", "train_fineweb_speedrun.py", "train_fineweb_speedrun_euclid.py"]
 
 
 @pytest.mark.parametrize("name", FINEWEB_CONFIGS)
@@ -35,8 +35,11 @@ def test_full_size_training_step_on_cpu(name):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         _, loss = model(x, y)
     loss.backward()
-    # at initialisation the model is close to uniform over the 50304 outputs
-    assert math.isfinite(loss.item()) and abs(loss.item() - math.log(50304)) < 0.5, loss.item()
+    assert math.isfinite(loss.item())
+    if config.norm == "layernorm":  # the GPT-2 block starts close to uniform over the 50304 outputs
+        assert abs(loss.item() - math.log(50304)) < 0.5, loss.item()
+    else:  # the speedrun's block (normalised tied embedding, zero-init blocks) starts by predicting the input token:
+        assert 14 < loss.item() < 17, loss.item()  # its ModernArch record logs val_loss 16.0 at step 0
     for n, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), n
     if config.curvature != "euclidean":

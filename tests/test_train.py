@@ -69,7 +69,9 @@ def test_config_errors_in_a_file(tmp_path):
 
 def test_shipped_configs_load_and_euclid_twins_differ_only_in_curvature():
     for curved, euclid in [("train_shakespeare_char.py", "train_shakespeare_char_euclid.py"),
-                           ("train_shakespeare_char_cpu.py", "train_shakespeare_char_cpu_euclid.py")]:
+                           ("train_shakespeare_char_cpu.py", "train_shakespeare_char_cpu_euclid.py"),
+                           ("train_shakespeare_char_modern.py", "train_shakespeare_char_modern_euclid.py"),
+                           ("train_fineweb_speedrun.py", "train_fineweb_speedrun_euclid.py")]:
         a = configure(train.DEFAULTS, [os.path.join(ROOT, "config", curved)])
         b = configure(train.DEFAULTS, [os.path.join(ROOT, "config", euclid)])
         diff = {k for k in a if a[k] != b[k]}
