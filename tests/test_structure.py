@@ -13,7 +13,7 @@ from conftest import ROOT
 from model import GPTConfig
 
 OURS = {"geometry", "model", "runtime", "train", "sample", "bench", "loader", "configurator", "accuracy", "plot",
-        "analyze"}
+        "analyze", "sweep"}
 
 
 def imported_modules(name):
@@ -36,6 +36,7 @@ def imported_modules(name):
     ("bench", {"geometry", "model", "runtime"}),
     ("accuracy", {"geometry"}),
     ("analyze", {"geometry", "loader", "runtime"}),
+    ("sweep", set()),  # runs train.py in subprocesses
 ])
 def test_imports_point_one_way(name, allowed):
     assert imported_modules(name) <= allowed, imported_modules(name) - allowed
