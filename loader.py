@@ -140,6 +140,17 @@ class ShardDataset:
 # ----------------------------------------------------------------------------- train.bin / val.bin
 
 
+def gpt2_encoding():
+    """tiktoken's GPT-2 BPE; offline without tiktoken's cached files, a DataError that says where to put them."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # offline with no cache: requests, OSError, ValueError... all mean the same
+        raise DataError(f"the GPT-2 tokenizer could not be loaded ({type(e).__name__}): tiktoken downloads it on "
+                        f"first use; offline, see README 'Sampling' for TIKTOKEN_CACHE_DIR") from None
+
+
 def read_meta(path, prepare):
     """meta.pkl, the vocabulary of train.bin/val.bin data (vocab_size, stoi, itos): without it the ids in the
     .bin files cannot be decoded, nor the model's vocabulary sized."""

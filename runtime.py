@@ -12,6 +12,7 @@ from contextlib import nullcontext
 import torch
 
 from configurator import ConfigError
+from loader import GPT2_VOCAB
 from model import GPT, GPTConfig
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -116,7 +117,7 @@ def check_vocab_compatible(ckpt, vocab, meta, path):
     ck_meta = ckpt.get("meta")
     # checkpoints from before "vocab" was recorded: character data carried meta, BPE data none
     ck_vocab = ckpt.get("vocab") or ({"tokenizer": "chars", "size": ck_meta["vocab_size"]} if ck_meta else
-                                     {"tokenizer": "gpt2", "size": 50257})
+                                     {"tokenizer": "gpt2", "size": GPT2_VOCAB})
     if ck_vocab["tokenizer"] == vocab["tokenizer"] == "gpt2" or (ck_vocab == vocab and ck_meta["stoi"] == meta["stoi"]):
         return
     names = [f"a {v['size']}-character vocabulary" if v["tokenizer"] == "chars" else "GPT-2 BPE"

@@ -13,6 +13,7 @@ import sys
 import torch
 
 from configurator import ConfigError, configure
+from loader import DataError, gpt2_encoding
 from runtime import RunError, load_checkpoint, model_from_checkpoint, precision, resolve_device
 
 # ----------------------------------------------------------------------------- defaults
@@ -37,13 +38,7 @@ class Codec:
             self.stoi, self.itos = meta["stoi"], meta["itos"]
             self.kind = "char"
         else:
-            import tiktoken
-
-            try:
-                self.enc = tiktoken.get_encoding("gpt2")
-            except Exception as e:  # offline with no cache: requests, OSError, ValueError... all mean the same
-                raise RunError(f"the GPT-2 tokenizer could not be loaded ({type(e).__name__}): tiktoken downloads "
-                               f"it on first use; offline, see README 'Sampling' for TIKTOKEN_CACHE_DIR") from None
+            self.enc = gpt2_encoding()
             self.kind = "gpt2"
 
     def encode(self, text):
@@ -107,7 +102,7 @@ def main(argv=None):
     try:
         cfg = configure(DEFAULTS, argv)
         texts = sample(cfg)
-    except (ConfigError, RunError, ValueError) as e:
+    except (ConfigError, RunError, DataError, ValueError) as e:
         sys.exit(f"error: {e}")
     for t in texts:
         print(t)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for loader.py
-from loader import write_shard  # noqa: E402
+from loader import DataError, gpt2_encoding, write_shard  # noqa: E402
 
 EOT = 50256
 _enc = None
@@ -27,9 +27,7 @@ _enc = None
 
 def _init_worker():
     global _enc
-    import tiktoken
-
-    _enc = tiktoken.get_encoding("gpt2")
+    _enc = gpt2_encoding()
 
 
 def tokenize(text):
@@ -111,11 +109,8 @@ def main(argv=None):
         if args.input:
             check_inputs(args.input)
         _init_worker()  # fail here, once, if the tokenizer cannot be loaded
-    except PrepareError as e:
+    except (PrepareError, DataError) as e:
         sys.exit(f"error: {e}")
-    except Exception as e:  # tiktoken offline without its files
-        sys.exit(f"error: the GPT-2 tokenizer could not be loaded ({type(e).__name__}): tiktoken downloads it on "
-                 f"first use; offline, see README 'Sampling' for TIKTOKEN_CACHE_DIR")
     os.makedirs(args.out_dir, exist_ok=True)
 
     buf = np.empty(shard_size, dtype=np.uint16)

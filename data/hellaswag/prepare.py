@@ -17,6 +17,8 @@ import sys
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for loader.py
+from loader import DataError, gpt2_encoding  # noqa: E402
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 OUT_NAME = "hellaswag_val_tokens.jsonl"
 
@@ -59,12 +61,9 @@ def main(argv=None):
         except OSError as e:
             sys.exit(f"error: download failed ({e}); pass a local copy with --input PATH")
     try:
-        import tiktoken
-
-        enc = tiktoken.get_encoding("gpt2")
-    except Exception as e:  # offline without tiktoken's cache
-        sys.exit(f"error: the GPT-2 tokenizer could not be loaded ({type(e).__name__}): tiktoken downloads it on "
-                 f"first use; offline, see README 'Sampling' for TIKTOKEN_CACHE_DIR")
+        enc = gpt2_encoding()
+    except DataError as e:
+        sys.exit(f"error: {e}")
     try:
         items = tokenize_items(lines, enc)
     except ValueError as e:
