@@ -25,6 +25,10 @@ Options (GPTConfig): reference='origin' (p = 0) or 'window' (p = gyromidpoint of
 reference_window points); attention='distance' (scores −d_κ(q, k)²/τ) and aggregate='midpoint' (the
 gyromidpoint of value points) in CausalSelfAttention; geometry_dtype='float64'; a generation cache.
 
+The default block (prev_token, tangent) runs its enter and exit maps fused (geometry.prev_token_enter/_exit):
+the same function in a few passes, keeping only h and U for backward. Block.forward below is the general
+path, the readable definition; it also collects the health stats, and tests hold the two paths equal.
+
 At κ ≡ 0 (curvature='zero') every map is the identity and ⊕ is +, so the block becomes
     u = x − x_{t−1},  x ← x + x_{t−1} + f  (mobius + prev_token: a token-shift model, not nanoGPT)
     u = x − x_{t−1},  x ← x + f            (tangent + prev_token)
@@ -68,7 +72,7 @@ class GPTConfig:
     attention: str = "dot"  # scaled dot product, or −d_κ(q, k)²/τ
     aggregate: str = "tangent"  # average values as tangent vectors, or their gyromidpoint
     geometry_dtype: str = "float32"  # 'float32' or 'float64' for the geometry ops (float64 to diagnose)
-    geometry_checkpoint: bool = False  # recompute the block's geometry in backward instead of storing it
+    geometry_checkpoint: bool = False  # recompute the geometry in backward (the fused default block needs not)
     # the GPT-2 speedrun's modern block (modded-nanogpt), each part a switch; the defaults are GPT-2's
     pos_embedding: str = "learned"  # learned absolute positions, or rotary embeddings of q and k
     norm: str = "layernorm"  # or 'rmsnorm' (no learned gain, as the speedrun; also normalises the embedding)
@@ -291,6 +295,9 @@ class Block(nn.Module):
         stream = h.dtype  # float32, or float64 in a float64 model
         gdtype = torch.promote_types(stream, self.geometry_dtype)
         kappa = kappa.to(gdtype)
+        if self.reference == "prev_token" and self.residual == "tangent" and stats is None:
+            out = self._fused_forward(h.view(B, T, H, C // H).to(gdtype), kappa, cache, stream)
+            return out.view(B, T, C).to(stream)
         clamped = []  # fraction of points each projection moved, for the health metrics
         # geometry_checkpoint: keep only each geometry step's inputs and recompute the rest in backward
         recompute = self.geometry_checkpoint and stats is None and cache is None and torch.is_grad_enabled()
@@ -327,6 +334,18 @@ class Block(nn.Module):
                 radius = (kappa.abs().sqrt() * x.norm(dim=-1, keepdim=True)).mean()
             stats.append({"clamped": torch.stack(clamped).float().mean().item(), "radius": radius.item()})
         return run(geo.logmap0, x, kappa).view(B, T, C).to(stream)
+
+    def _fused_forward(self, h, kappa, cache, stream):
+        """The default block (prev_token reference, tangent residual) with its maps fused: the same function as
+        the general path below (which also collects the health stats), in a few passes that store only h and U."""
+        q = cache.get("x_last") if cache is not None else None
+        if cache is not None:  # the next call's first reference point: this call's last block-input point
+            cache["x_last"] = geo.project(geo.expmap0(h[:, -1:], kappa), kappa)
+        u, cp, p2 = geo.prev_token_enter(h, kappa, q)
+        B, T, H, hs = h.shape
+        for ln, sublayer in ((self.ln_1, self.attn), (self.ln_2, self.mlp)):
+            u = u + sublayer(ln(u.view(B, T, H * hs).to(stream)), kappa, cache).view(B, T, H, hs)
+        return geo.prev_token_exit(h, cp, p2, u, kappa, q)
 
     def _reference_points(self, x, kappa, cache):
         """The tangent point p_t of every position (x: the block-input points [B, T, H, hs])."""
