@@ -134,7 +134,8 @@ def bench_models(args):
     print(f"\n{args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, batch {args.batch_size} × "
           f"block {args.block_size}, {args.dtype}, device {device}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads; median of {args.rounds} rounds × {args.steps} steps")
-    header = f"| {'configuration':<44} | {'ms/iter':>8} | {'tokens/s':>9} | {'speed vs euclid':>15} | {'peak MiB':>8} | {'mem vs euclid':>13} |"
+    header = (f"| {'configuration':<44} | {'ms/iter':>8} | {'tokens/s':>9} | {'speed vs euclid':>15} | "
+              f"{'peak MiB':>8} | {'mem vs euclid':>13} |")
     if args.peak_flops:
         header += "   MFU |"
     print(header)
@@ -161,7 +162,8 @@ def bench_ops(args):
         "mobius_add": lambda: geo.mobius_add(x, y, k), "expmap0": lambda: geo.expmap0(x, k),
         "logmap0": lambda: geo.logmap0(x, k), "expmap": lambda: geo.expmap(x, y, k),
         "logmap": lambda: geo.logmap(x, y, k), "dist": lambda: geo.dist(x, y, k),
-        "project": lambda: geo.project(x, k), "pairwise_dist [B,H,T,T]": lambda: geo.pairwise_dist(x.transpose(1, 2), y.transpose(1, 2), k.view(H, 1, 1)),
+        "project": lambda: geo.project(x, k),
+        "pairwise_dist [B,H,T,T]": lambda: geo.pairwise_dist(x.transpose(1, 2), y.transpose(1, 2), k.view(H, 1, 1)),
         "gyromidpoint [B,H,T,T]": lambda: geo.gyromidpoint(x.transpose(1, 2), w, k.view(H, 1, 1)),
         "x + y (reference)": lambda: x + y,
     }
@@ -191,34 +193,57 @@ def bench_ops(args):
 
 
 def bench_generate(args):
-    """Tokens/s of GPT.generate with and without the KV/reference cache, for each configuration."""
+    """Decode tokens/s of GPT.generate at a block_size-token context: without the cache (every step a forward over
+    the context), with it (one token per step, after the prompt's forward), and with the decode step compiled.
+    The prompt's forward is not counted: the rate is that of the steps after it."""
     device = args.device
     base = dict(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head,
                 n_embd=args.n_embd, bias=False, dropout=0.0, curvature_init=args.curvature_init)
-    n_new = args.block_size - 1  # stay within the context, where the cache applies
-    print(f"\ngenerate {n_new} tokens after a 1-token prompt, batch 1, {args.n_layer} layers, {args.n_embd} wide, "
-          f"block {args.block_size}, device {device}; median of {args.rounds} runs")
-    print(f"| {'configuration':<44} | {'no cache tok/s':>14} | {'cache tok/s':>11} | {'speed-up':>8} |")
-    print(f"|{'-' * 46}|{'-' * 16}|{'-' * 13}|{'-' * 10}|")
-    for spec in args.configs:
+    n_new = min(args.new_tokens, args.block_size - 1)
+    prompt = torch.randint(0, args.vocab_size, (1, args.block_size - n_new), generator=torch.Generator().manual_seed(0))
+    prompt = prompt.to(device)
+    ways = {"no cache": dict(use_cache=False), "cache": dict(use_cache=True)}
+    rows = []
+    for spec in tqdm(args.configs, desc="configurations", leave=False):
         over = parse_spec(spec)
         if over["curvature"] == "spherical":
             over["curvature_init"] = abs(args.curvature_init)
         torch.manual_seed(0)
         model = GPT(GPTConfig(**{**base, **over})).to(device).eval()
-        idx = torch.zeros(1, 1, dtype=torch.long, device=device)
+        runs = dict(ways, **({"cache + compile": dict(decode=torch.compile(model))} if args.compile else {}))
         rate = {}
-        for use_cache in (False, True):
-            model.generate(idx, 8, use_cache=use_cache)  # warm-up
-            times = []
+        for name, kw in runs.items():
+            model.generate(prompt, n_new, **kw)  # warm-up (and compile: the same shapes as the timed runs)
+            times = {1: [], n_new: []}
             for _ in range(args.rounds):
-                sync(device)
-                t = time.perf_counter()
-                model.generate(idx, n_new, use_cache=use_cache, generator=torch.Generator(device).manual_seed(0))
-                sync(device)
-                times.append(time.perf_counter() - t)
-            rate[use_cache] = n_new / statistics.median(times)
-        print(f"| {spec:<44} | {rate[False]:>14,.0f} | {rate[True]:>11,.0f} | {rate[True] / rate[False]:>7.1f}x |")
+                for n in times:  # the prompt and one token, then all: the difference is n_new − 1 decode steps
+                    sync(device)
+                    t = time.perf_counter()
+                    model.generate(prompt, n, generator=torch.Generator(device).manual_seed(0), **kw)
+                    sync(device)
+                    times[n].append(time.perf_counter() - t)
+            rate[name] = (n_new - 1) / (statistics.median(times[n_new]) - statistics.median(times[1]))
+        rows.append((spec, rate))
+    print(f"\ngenerate {n_new} tokens after a {prompt.size(1)}-token prompt (context {prompt.size(1)}–"
+          f"{args.block_size - 1}), batch 1, {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, device "
+          f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads; decode tokens/s (the prompt's "
+          f"forward not counted), medians of {args.rounds} runs")
+    names = list(rows[0][1])
+    header = f"| {'configuration':<32} | " + " | ".join(f"{n:>15}" for n in names) + " | cache speed-up |"
+    header += " compiled vs eager | cached vs euclid (eager / compiled) |" if args.compile else " cached vs euclid |"
+    print(header)
+    print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
+    best = "cache + compile" if args.compile else "cache"
+    ref = {n: r[n] for spec, r in rows if spec.startswith("euclidean") for n in names}
+    for spec, r in rows:
+        line = f"| {spec:<32} | " + " | ".join(f"{r[n]:>15,.0f}" for n in names)
+        line += f" | {r['cache'] / r['no cache']:>13.1f}x |"
+        if args.compile:
+            line += f" {r[best] / r['cache']:>16.1f}x |"
+        vs = " / ".join(f"{r[n] / ref[n]:.2f}" for n in names[1:]) if ref else "-"
+        line += f" {vs:>{36 if args.compile else 16}} |"
+        print(line)
+    return rows
 
 
 def bench_memory(args):
@@ -261,8 +286,9 @@ def bench_memory(args):
             fits[gib] = int(room // slope) if slope > 0 else None
         rows.append({"name": spec, "resident": resident, "peaks": peaks, "slope": slope, "fits": fits})
         del model, opt
-    print(f"\none training step, {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, block {args.block_size}, "
-          f"vocab {args.vocab_size}, {args.dtype}, device {device}, torch {torch.__version__}; MiB")
+    print(f"\none training step, {args.n_layer} layers, {args.n_head} heads, {args.n_embd} wide, "
+          f"block {args.block_size}, vocab {args.vocab_size}, {args.dtype}, device {device}, "
+          f"torch {torch.__version__}; MiB")
     header = (f"| {'configuration':<32} | params + AdamW | " + " | ".join(f"step, batch {B}" for B in sizes) +
               " | per sequence | batch in 24 / 40 / 80 GiB |")
     print(header)
@@ -282,7 +308,8 @@ def main(argv=None):
                    help="curvature[:reference[:residual]] per model; 'euclidean' is the reference row")
     p.add_argument("--compile", action="store_true", help="also time each configuration under torch.compile")
     p.add_argument("--ops", action="store_true", help="microbenchmark the geometry functions instead")
-    p.add_argument("--generate", action="store_true", help="time generation with and without the cache")
+    p.add_argument("--generate", action="store_true", help="decode tokens/s with and without the cache (and compiled)")
+    p.add_argument("--new_tokens", type=int, default=64, help="--generate: tokens generated after the prompt")
     p.add_argument("--memory", action="store_true", help="peak memory of a training step per micro-batch size")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 2], help="micro-batch sizes for --memory")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

@@ -90,15 +90,15 @@ def _horner(z, coeffs):
     return out
 
 
-def _series(z, coeffs):
-    """The polynomial of `coeffs` truncated for z's dtype, and its derivative."""
+def _series(z, coeffs, derivative=True):
+    """The polynomial of `coeffs` truncated for z's dtype, and its derivative (None if not asked for)."""
     coeffs = coeffs[: _SERIES_TERMS[z.dtype]]
-    return _horner(z, coeffs), _horner(z, tuple(n * c for n, c in enumerate(coeffs))[1:])
+    return _horner(z, coeffs), _horner(z, tuple(n * c for n, c in enumerate(coeffs))[1:]) if derivative else None
 
 
-def _t_and_derivative(z):
-    """T(z) and T'(z). T solves 2zT' = 1 + zT² − T for either sign of z (tan and tanh alike), which gives
-    T' from T outside the series region; inside it, the differentiated polynomial is used."""
+def _t_and_derivative(z, derivative=True):
+    """T(z) and T'(z) (None unless `derivative`). T solves 2zT' = 1 + zT² − T for either sign of z (tan and tanh
+    alike), which gives T' from T outside the series region; inside it, the differentiated polynomial is used."""
     small = z.abs() < _SERIES_Z
     # Each branch sees only arguments it is valid for (the series never a large z, the closed form never a
     # small one), so neither can overflow where it is not selected.
@@ -106,13 +106,16 @@ def _t_and_derivative(z):
     zc = torch.where(small, _SERIES_Z, z)
     s = zc.abs().sqrt()
     closed = torch.where(zc > 0, torch.tan(s.clamp_max(_MAX_ANGLE)), torch.tanh(s)).div_(s)
+    series, dseries = _series(zs, _T_COEFFS, derivative)
+    if not derivative:
+        return torch.where(small, series, closed), None
     dclosed = torch.where(zc > _MAX_ANGLE**2, 0.0, (1 + zc * closed * closed - closed).div_(2 * zc))
-    series, dseries = _series(zs, _T_COEFFS)
     return torch.where(small, series, closed), torch.where(small, dseries, dclosed)
 
 
-def _a_and_derivative(z):
-    """A(z) and A'(z). A solves 2zA' = 1/(1 + z) − A for either sign of z (atan and artanh alike)."""
+def _a_and_derivative(z, derivative=True):
+    """A(z) and A'(z) (None unless `derivative`). A solves 2zA' = 1/(1 + z) − A for either sign of z (atan and
+    artanh alike)."""
     small = z.abs() < _SERIES_Z
     zs = torch.where(small, z, 0.0)
     # κ < 0: −z is capped below 1 (artanh(1) = ∞); past the cap the value is constant, the derivative 0.
@@ -120,8 +123,10 @@ def _a_and_derivative(z):
     zc = torch.where(small, _SERIES_Z, z.clamp_min(z_min))
     s = zc.abs().sqrt()
     closed = torch.where(zc > 0, torch.atan(s), torch.atanh(s)).div_(s)
+    series, dseries = _series(zs, _A_COEFFS, derivative)
+    if not derivative:
+        return torch.where(small, series, closed), None
     dclosed = torch.where(z < z_min, 0.0, ((1 + zc).reciprocal_() - closed).div_(2 * zc))
-    series, dseries = _series(zs, _A_COEFFS)
     return torch.where(small, series, closed), torch.where(small, dseries, dclosed)
 
 
@@ -400,12 +405,12 @@ def _previous(h, q):
 _TRANSCENDENTAL = {"enter": ("t", "dt", "s", "ds", "aw", "daw"), "exit": ("ty", "dty", "s", "ds", "az", "daz")}
 
 
-def _enter_terms(h2, d, q2, k, saved=None):
+def _enter_terms(h2, d, q2, k, saved=None, derivative=True):
     """The enter map's scalars (names as in PrevTokenEnter's docstring) from ‖h_t‖², ⟨h_{t−1}, h_t⟩, ‖q‖², κ.
     `saved`: T, T′, s, s′, A, A′ from the forward pass, so that backward recomputes only the arithmetic."""
     t, dt, s, ds, aw, daw = saved or (None,) * 6
     if saved is None:
-        t, dt = _t_and_derivative(k * h2)  # expmap0(h) = t·h
+        t, dt = _t_and_derivative(k * h2, derivative)  # expmap0(h) = t·h
     x2raw = t * t * h2
     if saved is None:
         s, ds = _project_scale(k * x2raw)  # project(expmap0(h)) = s·t·h
@@ -419,7 +424,7 @@ def _enter_terms(h2, d, q2, k, saved=None):
     den = den_raw.clamp_min(_DEN_EPS[h2.dtype])
     w2 = (a * a * p2 - 2 * a * b * px + b * b * x2) / (den * den)
     if saved is None:
-        aw, daw = _a_and_derivative(k * w2)  # logmap0(w) = aw·w
+        aw, daw = _a_and_derivative(k * w2, derivative)  # logmap0(w) = aw·w
     m = aw / den
     return dict(t=t, dt=dt, x2raw=x2raw, s=s, ds=ds, cx=cx, x2=x2, cp=cp, hp2=hp2, p2=p2, px=px, a=a, b=b, aw=aw,
                 den_raw=den_raw, den=den, w2=w2, daw=daw, m=m, alpha=m * b * cx, beta=-m * a * cp)
@@ -430,18 +435,21 @@ class PrevTokenEnter(torch.autograd.Function):
         t = T(κ‖h‖²), s = project's scale at κt²‖h‖², cx = s·t (x = cx·h), cp_t = cx_{t−1} (p = cp·h_{t−1}),
         a = 1 + 2κ⟨p,x⟩ − κ‖x‖², b = 1 + κ‖p‖², D = 1 + 2κ⟨p,x⟩ + κ²‖p‖²‖x‖²  ((−p) ⊕ x = (b·x − a·p)/D),
         ‖w‖² = (a²‖p‖² − 2ab⟨p,x⟩ + b²‖x‖²)/D², α = A(κ‖w‖²)·b·cx/D, β = −A(κ‖w‖²)·a·cp/D.
-    Also returns cp and ‖p‖², which the exit map needs. Saves h and two scalars per vector."""
+    Also returns cp and ‖p‖², which the exit map needs, and the last point x_{T−1} (no gradient), the next
+    call's q when generating. Saves h and eight scalars per vector."""
 
     @staticmethod
     def forward(ctx, h, k, q):
         hp, q2 = _previous(h, q)
         h2, d = _sqnorm(h), _vdot(hp, h)
-        S = _enter_terms(h2, d, q2, k)
+        S = _enter_terms(h2, d, q2, k, derivative=any(ctx.needs_input_grad))  # none needed when generating
         ctx.save_for_backward(h, k, q, h2, d, *(S[n] for n in _TRANSCENDENTAL["enter"]))
-        return S["alpha"] * h + S["beta"] * hp, S["cp"], S["p2"]
+        x_last = S["cx"][:, -1:] * h[:, -1:]  # the next call's q, when generating
+        ctx.mark_non_differentiable(x_last)
+        return S["alpha"] * h + S["beta"] * hp, S["cp"], S["p2"], x_last
 
     @staticmethod
-    def backward(ctx, gu, gcp_out, gp2_out):
+    def backward(ctx, gu, gcp_out, gp2_out, _):
         h, k, q, h2, d, *saved = ctx.saved_tensors
         hp, q2 = _previous(h, q)
         S = _enter_terms(h2, d, q2, k, saved)
@@ -485,12 +493,12 @@ class PrevTokenEnter(torch.autograd.Function):
         return gh, gk.sum_to_size(k.shape) if ctx.needs_input_grad[1] else None, None
 
 
-def _exit_terms(U2, e, cp, p2, k, saved=None):
+def _exit_terms(U2, e, cp, p2, k, saved=None, derivative=True):
     """The exit map's scalars (names as in PrevTokenExit's docstring) from ‖U‖², ⟨h_{t−1}, U⟩, cp, ‖p‖², κ;
     `saved` as in _enter_terms."""
     ty, dty, s, ds, az, daz = saved or (None,) * 6
     if saved is None:
-        ty, dty = _t_and_derivative(k * U2)  # expmap0(U) = ty·U
+        ty, dty = _t_and_derivative(k * U2, derivative)  # expmap0(U) = ty·U
     y2 = ty * ty * U2
     py = cp * ty * e  # ⟨p, y⟩
     a, b = 1 - 2 * k * py - k * y2, 1 + k * p2  # p ⊕ y = (a·p + b·y)/D
@@ -501,7 +509,7 @@ def _exit_terms(U2, e, cp, p2, k, saved=None):
         s, ds = _project_scale(k * z2)
     z2p = s * s * z2  # ‖project(p ⊕ y)‖²
     if saved is None:
-        az, daz = _a_and_derivative(k * z2p)
+        az, daz = _a_and_derivative(k * z2p, derivative)
     m = az * s / den
     return dict(ty=ty, dty=dty, y2=y2, py=py, a=a, b=b, den_raw=den_raw, den=den, z2=z2, s=s, ds=ds, z2p=z2p,
                 az=az, daz=daz, m=m, gamma=m * a * cp, delta=m * b * ty)
@@ -512,13 +520,13 @@ class PrevTokenExit(torch.autograd.Function):
         ty = T(κ‖U‖²) (y = ty·U), a = 1 − 2κ⟨p,y⟩ − κ‖y‖², b = 1 + κ‖p‖², D = 1 − 2κ⟨p,y⟩ + κ²‖p‖²‖y‖²
         (p ⊕ y = (a·p + b·y)/D), ‖p ⊕ y‖² = (a²‖p‖² + 2ab⟨p,y⟩ + b²‖y‖²)/D², s = project's scale there,
         γ = A(κs²‖p ⊕ y‖²)·s·a·cp/D, δ = A(κs²‖p ⊕ y‖²)·s·b·ty/D.
-    Saves h, U, cp, ‖p‖² and two scalars per vector."""
+    Saves h, U and ten scalars per vector."""
 
     @staticmethod
     def forward(ctx, h, cp, p2, U, k, q):
         hp, _ = _previous(h, q)
         U2, e = _sqnorm(U), _vdot(hp, U)
-        S = _exit_terms(U2, e, cp, p2, k)
+        S = _exit_terms(U2, e, cp, p2, k, derivative=any(ctx.needs_input_grad))
         ctx.save_for_backward(h, cp, p2, U, k, q, U2, e, *(S[n] for n in _TRANSCENDENTAL["exit"]))
         return S["gamma"] * hp + S["delta"] * U
 
@@ -568,7 +576,8 @@ class PrevTokenExit(torch.autograd.Function):
 def prev_token_enter(h, k, q=None):
     """The default block's enter map, fused (see PrevTokenEnter): h [B, T, H, D] in the origin's tangent
     coordinates, κ [H or 1, 1], q the point before h_0 ([B, 1, H, D], generation) or None (the origin).
-    Returns u = logmap0((−p) ⊕ project(expmap0(h))), and cp, ‖p‖² for `prev_token_exit`.
+    Returns u = logmap0((−p) ⊕ project(expmap0(h))), cp and ‖p‖² for `prev_token_exit`, and the last point
+    project(expmap0(h_{T−1})) (without gradient), which is q for the tokens that follow.
     Clamps: those of T, A, ⊕ and `project`."""
     return PrevTokenEnter.apply(h, k, q)
 

@@ -149,20 +149,20 @@ def make_norm(config):
     return nn.LayerNorm(config.n_embd, bias=config.bias)
 
 
-def rotary(x, start):
-    """Rotary position embedding (Su et al. 2021) of x [B, H, T, D] at positions start … start + T − 1: each pair
+def rotary(x, positions):
+    """Rotary position embedding (Su et al. 2021) of x [B, H, T, D] at `positions` [T]: each pair
     (x_i, x_{i+D/2}) is rotated by the angle position · 10000^(−2i/D), so q·k depends on relative positions."""
-    D, T = x.size(-1), x.size(-2)
+    D = x.size(-1)
     freq = 10000.0 ** (-torch.arange(0, D, 2, device=x.device, dtype=torch.float32) / D)
-    angle = torch.arange(start, start + T, device=x.device, dtype=torch.float32)[:, None] * freq  # [T, D/2]
+    angle = positions.float()[:, None] * freq  # [T, D/2]
     cos, sin = angle.cos().to(x.dtype), angle.sin().to(x.dtype)
     x1, x2 = x[..., : D // 2], x[..., D // 2 :]
     return torch.cat([x1 * cos + x2 * sin, x2 * cos - x1 * sin], dim=-1)
 
 
-def causal_mask(T, Tk, device):
-    """[T, Tk] booleans, True where query i (at position Tk − T + i, after any cached keys) may see key j."""
-    return torch.ones(T, Tk, dtype=torch.bool, device=device).tril(diagonal=Tk - T)
+def causal_mask(positions, n_keys):
+    """[T, n_keys] booleans, True where the query at positions[i] may see the key at position j."""
+    return torch.arange(n_keys, device=positions.device)[None, :] <= positions[:, None]
 
 
 class CausalSelfAttention(nn.Module):
@@ -191,24 +191,28 @@ class CausalSelfAttention(nn.Module):
             self.log_tau = nn.Parameter(torch.full((config.n_head,), math.log(8 * math.sqrt(config.head_size))))
 
     def forward(self, x, kappa=None, cache=None):
-        """x [B, T, C]; kappa: κ [H or 1, 1] (None: κ = 0); cache: a dict holding earlier positions' keys and values."""
+        """x [B, T, C]; kappa: κ [H or 1, 1] (None: κ = 0); cache: this block's generation cache (see GPT.new_cache),
+        whose "pos" holds the positions of x's tokens; keys and values are written into it at those positions."""
         B, T, C = x.size()
         H = self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, H, C // H).transpose(1, 2) for t in (q, k, v))
+        positions = torch.arange(T, device=x.device) if cache is None else cache["pos"]
         if self.rope:
-            start = cache["k"].size(2) if cache is not None and "k" in cache else 0  # positions after the cached
-            q, k = rotary(q, start), rotary(k, start)
+            q, k = rotary(q, positions), rotary(k, positions)
         if self.qk_norm:
             q, k = F.rms_norm(q, (C // H,)), F.rms_norm(k, (C // H,))
-        if cache is not None:
-            if "k" in cache:
-                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
-        Tk = k.size(2)
+        mask = None  # causal over x's own tokens
+        if cache is not None:  # attend over the whole preallocated cache, masked: shapes never change
+            if "k" not in cache:
+                cache["k"] = k.new_zeros(B, H, cache["max_len"], C // H)
+                cache["v"] = v.new_zeros(B, H, cache["max_len"], C // H)
+            cache["k"].index_copy_(2, positions, k)
+            cache["v"].index_copy_(2, positions, v)
+            k, v = cache["k"], cache["v"]
+            mask = causal_mask(positions, k.size(2))
         dropout = self.attn_dropout if self.training else 0.0
         if self.attention == "dot" and self.aggregate == "tangent":  # the fused kernel
-            mask = None if T == Tk else causal_mask(T, Tk, x.device)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
         else:
             kappa = torch.zeros(1, 1, 1, device=x.device) if kappa is None else kappa.view(-1, 1, 1)
@@ -218,7 +222,8 @@ class CausalSelfAttention(nn.Module):
                 scores = -geo.pairwise_dist(qp, kp, kappa).square() / self.log_tau.exp().view(H, 1, 1)
             else:
                 scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32)) / math.sqrt(C // H)
-            att = F.softmax(scores.masked_fill(~causal_mask(T, Tk, x.device), float("-inf")), dim=-1)
+            mask = causal_mask(positions, k.size(2)) if mask is None else mask
+            att = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
             att = F.dropout(att, p=dropout, training=self.training)
             if self.aggregate == "midpoint":
                 vp = geo.project(geo.expmap0(v, kappa), kappa)
@@ -255,17 +260,17 @@ class Smear(nn.Module):
         prev = cache.get("smear_prev") if cache is not None else None
         prev = torch.zeros_like(e[:, :1]) if prev is None else prev
         if cache is not None:
-            cache["smear_prev"] = e[:, -1:]
+            cache["smear_prev"] = e[:, -1:].clone()
         before = torch.cat([prev, e[:, :-1]], dim=1)
         return e + self.lam * torch.sigmoid(self.gate(e[..., : self.gate.in_features])) * before
 
 
-def window_weights(t0, T, W, device):
-    """Rows of averaging weights for positions t0 … t0+T−1 over the points at positions 0 … t0+T−1: position
-    t averages positions max(0, t−W) … t−1 equally; position 0 has no earlier token and gets an all-zero row
-    (the gyromidpoint of nothing is the origin)."""
-    t = torch.arange(t0, t0 + T, device=device).unsqueeze(1)
-    s = torch.arange(t0 + T, device=device).unsqueeze(0)
+def window_weights(positions, n_points, W):
+    """Rows of averaging weights for the tokens at `positions` [T] over the points at positions 0 … n_points−1:
+    position t averages positions max(0, t−W) … t−1 equally; position 0 has no earlier token and gets an all-zero
+    row (the gyromidpoint of nothing is the origin)."""
+    t = positions.unsqueeze(1)
+    s = torch.arange(n_points, device=positions.device).unsqueeze(0)
     w = ((s < t) & (s >= t - W)).float()
     return w / w.sum(dim=1, keepdim=True).clamp_min(1)
 
@@ -339,9 +344,9 @@ class Block(nn.Module):
         """The default block (prev_token reference, tangent residual) with its maps fused: the same function as
         the general path below (which also collects the health stats), in a few passes that store only h and U."""
         q = cache.get("x_last") if cache is not None else None
+        u, cp, p2, x_last = geo.prev_token_enter(h, kappa, q)
         if cache is not None:  # the next call's first reference point: this call's last block-input point
-            cache["x_last"] = geo.project(geo.expmap0(h[:, -1:], kappa), kappa)
-        u, cp, p2 = geo.prev_token_enter(h, kappa, q)
+            cache["x_last"] = x_last
         B, T, H, hs = h.shape
         for ln, sublayer in ((self.ln_1, self.attn), (self.ln_2, self.mlp)):
             u = u + sublayer(ln(u.view(B, T, H * hs).to(stream)), kappa, cache).view(B, T, H, hs)
@@ -355,15 +360,18 @@ class Block(nn.Module):
             prev = cache.get("x_last") if cache is not None else None
             prev = torch.zeros_like(x[:, :1]) if prev is None else prev
             if cache is not None:
-                cache["x_last"] = x[:, -1:]
+                cache["x_last"] = x[:, -1:].clone()
             return torch.cat([prev, x[:, :-1]], dim=1)
         # 'window': the gyromidpoint of the previous reference_window points
-        W = self.reference_window
-        seen = cache.get("seen", 0) if cache is not None else 0  # positions before x's first one
-        hist = torch.cat([cache["x_hist"], x], dim=1) if seen else x  # the last ≤ W earlier points, then x
-        if cache is not None:
-            cache["x_hist"], cache["seen"] = hist[:, -W:], seen + x.size(1)
-        w = window_weights(seen, x.size(1), W, x.device)[:, -hist.size(1):].to(x.dtype)
+        if cache is None:
+            hist, positions = x, torch.arange(x.size(1), device=x.device)
+        else:  # every point so far, in a preallocated history written at the tokens' positions
+            if "x_hist" not in cache:
+                cache["x_hist"] = x.new_zeros(x.size(0), cache["max_len"], *x.shape[2:])
+            positions = cache["pos"]
+            cache["x_hist"].index_copy_(1, positions, x)
+            hist = cache["x_hist"]
+        w = window_weights(positions, hist.size(1), self.reference_window).to(x.dtype)
         p = geo.gyromidpoint(hist.transpose(1, 2), w, kappa.view(-1, 1, 1))  # [B, H, T, hs]
         return p.transpose(1, 2)
 
@@ -429,15 +437,25 @@ class GPT(nn.Module):
         `stats`, a list, collects each curved block's geometry health (used for logging, not training).
         `cache`, a dict from `new_cache()`, makes idx the continuation of the tokens it has seen (generation)."""
         B, T = idx.size()
-        start = cache["pos"] if cache is not None else 0
         learned = "wpe" in self.transformer  # rotary positions have no table and no length limit
-        if learned and start + T > self.config.block_size:
-            raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
+        if cache is None and learned and T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size {self.config.block_size}")
+        positions = torch.arange(T, device=idx.device)
+        if cache is not None:
+            if T > cache["max_len"]:
+                raise ValueError(f"{T} tokens do not fit a generation cache of max_len {cache['max_len']}")
+            # a tensor, not an int: a compiled decode step sees the same input every step, so it compiles once
+            if cache["next"] is None:
+                cache["next"] = torch.zeros((), dtype=torch.long, device=idx.device)
+            positions = cache["next"] + positions
+            cache["next"] = cache["next"] + T
+            for c in cache["blocks"]:
+                c["pos"] = positions
         e = self.transformer.wte(idx)
         if self.smear is not None:
             e = self.smear(e, cache)
         if learned:
-            e = e + self.transformer.wpe(torch.arange(start, start + T, dtype=torch.long, device=idx.device))
+            e = e + self.transformer.wpe(positions)
         if self.config.norm == "rmsnorm":  # the speedrun normalises the embedding too
             e = F.rms_norm(e, (e.size(-1),))
         h = self.transformer.drop(e)
@@ -451,8 +469,6 @@ class GPT(nn.Module):
             shared = len(self.curvature) == 1
             for i, (block, c) in enumerate(zip(self.transformer.h, blocks)):
                 h = block(h, self.curvature[0 if shared else i](), stats, c)
-        if cache is not None:
-            cache["pos"] += T
         x = self.transformer.ln_f(h)
         cap = self.config.logit_softcap
         if targets is not None:
@@ -466,10 +482,16 @@ class GPT(nn.Module):
             loss = None
         return logits, loss
 
-    def new_cache(self):
-        """An empty generation cache: per block the keys and values of past positions and the reference
-        points (prev_token: the last position's block-input point; window: the last reference_window)."""
-        return {"pos": 0, "blocks": [{} for _ in self.transformer.h]}
+    def new_cache(self, max_len=None):
+        """An empty generation cache for up to max_len positions (default block_size), following gpt-fast: the
+        first forward allocates, per block, keys and values [B, H, max_len, head_size] (and for reference='window'
+        the block-input points); each call writes its tokens at their positions and attends over the whole
+        cache with a mask, so a one-token decode step has the same shapes at every position. prev_token keeps the
+        last block-input point; smear the last embedding."""
+        max_len = self.config.block_size if max_len is None else max_len
+        if "wpe" in self.transformer and max_len > self.config.block_size:
+            raise ValueError(f"max_len {max_len} exceeds block_size {self.config.block_size} (learned positions)")
+        return {"next": None, "max_len": max_len, "blocks": [{"max_len": max_len} for _ in self.transformer.h]}
 
     def crop_block_size(self, block_size):
         """Shrink the context (e.g. to finetune or sample a model trained with a longer one)."""
@@ -487,24 +509,30 @@ class GPT(nn.Module):
         return (6 * N + 12 * L * H * Q * T) * T * fwdbwd_per_iter / dt / peak_flops
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, use_cache=True):
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, use_cache=True,
+                 decode=None):
         """Sample max_new_tokens tokens after idx [B, T], feeding predictions back in.
 
-        With use_cache, each new token costs one position's work (O(T) attention over cached keys) instead of
-        a forward pass over the whole context (O(T²)). Learned positions are absolute, so once the context
-        exceeds block_size and must slide, every step re-encodes the last block_size tokens, exactly as
-        without the cache; with rotary positions the context just grows (beyond the length trained on). Both
-        paths give the same logits up to float rounding.
+        With use_cache, the prompt runs in one forward that fills a preallocated cache, then each new token costs
+        one position's work (attention over the cache) instead of a forward pass over the whole context. Learned
+        positions are absolute, so once the context exceeds block_size and must slide, every step re-encodes the
+        last block_size tokens, exactly as without the cache; with rotary positions the context just grows (beyond
+        the length trained on). Both paths give the same logits up to float rounding. `decode` runs the one-token
+        steps, e.g. torch.compile(model): their shapes never change, so it compiles once (sample.py --compile).
         """
-        cache = None
-        rope = self.config.pos_embedding == "rope"
+        rope, block_size = self.config.pos_embedding == "rope", self.config.block_size
+        fed = idx.size(1) + max_new_tokens - 1  # positions that pass through the model (not the last sample)
+        cache, decode = None, self if decode is None else decode
+        idx_next = None  # the last sampled token: a decode step's input
         for _ in range(max_new_tokens):
-            if use_cache and (rope or idx.size(1) <= self.config.block_size):
-                prefill = cache is None  # the whole prompt in one forward, then one token at a time
-                cache = self.new_cache() if prefill else cache
-                logits, _ = self(idx if prefill else idx[:, -1:], cache=cache)
+            if use_cache and (rope or idx.size(1) <= block_size):
+                if cache is None:  # the whole prompt in one forward, then one token at a time
+                    cache = self.new_cache(fed if rope else min(fed, block_size))
+                    logits, _ = self(idx, cache=cache)
+                else:
+                    logits, _ = decode(idx_next, cache=cache)  # a fresh [B, 1]: the same strides every step
             else:
-                logits, _ = self(idx if rope else idx[:, -self.config.block_size :])
+                logits, _ = self(idx if rope else idx[:, -block_size:])
             logits = logits[:, -1, :].float() / temperature
             if top_k is not None:
                 v, _ = torch.topk(logits, min(top_k, logits.size(-1)))

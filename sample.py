@@ -4,6 +4,7 @@ Sample from a trained kappaGPT checkpoint.
     python sample.py --out_dir=out-shakespeare-char-cpu
     python sample.py --out_dir=out --start="ROMEO:" --num_samples=3 --max_new_tokens=200
     python sample.py --out_dir=out --start=FILE:prompt.txt
+    python sample.py --out_dir=out --compile=True       # compile the one-token decode step (once, then fast)
 
 Character-level checkpoints carry their vocabulary; other checkpoints decode with tiktoken's GPT-2 BPE.
 """
@@ -26,6 +27,7 @@ top_k = 200  # keep only the top_k most likely tokens; 0 keeps all
 seed = 1337
 device = "auto"
 dtype = "auto"
+compile = False  # torch.compile the decode step: its shapes never change, so it compiles once per run
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") and type(v) in (bool, int, float, str)}
 
@@ -88,11 +90,12 @@ def sample(cfg):
         raise ValueError("the prompt is empty; give at least one character or token with --start")
     x = torch.tensor(ids, dtype=torch.long, device=dev)[None, :]
     gen = torch.Generator(device=dev).manual_seed(cfg["seed"])
+    decode = torch.compile(model) if cfg["compile"] else None
     outs = []
     with ctx:
         for _ in range(cfg["num_samples"]):
             y = model.generate(x, cfg["max_new_tokens"], temperature=cfg["temperature"],
-                               top_k=cfg["top_k"] or None, generator=gen)
+                               top_k=cfg["top_k"] or None, generator=gen, decode=decode)
             outs.append(codec.decode(y[0].tolist()))
     return outs
 

@@ -20,7 +20,7 @@ def composed(h, U, k, q=None):
 
 
 def fused(h, U, k, q=None):
-    u, cp, p2 = geo.prev_token_enter(h, k, q)
+    u, cp, p2, _ = geo.prev_token_enter(h, k, q)
     return u, geo.prev_token_exit(h, cp, p2, u * 0.7 + U, k, q)  # U depends on u, as in the block
 
 
