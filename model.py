@@ -192,7 +192,8 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x, kappa=None, cache=None):
         """x [B, T, C]; kappa: κ [H or 1, 1] (None: κ = 0); cache: this block's generation cache (see GPT.new_cache),
-        whose "pos" holds the positions of x's tokens; keys and values are written into it at those positions."""
+        whose "pos" holds the positions of x's tokens and "mask" which cached keys each may see; keys and values are
+        written into it at those positions."""
         B, T, C = x.size()
         H = self.n_head
         q, k, v = self.c_attn(x).split(C, dim=2)
@@ -209,8 +210,7 @@ class CausalSelfAttention(nn.Module):
                 cache["v"] = v.new_zeros(B, H, cache["max_len"], C // H)
             cache["k"].index_copy_(2, positions, k)
             cache["v"].index_copy_(2, positions, v)
-            k, v = cache["k"], cache["v"]
-            mask = causal_mask(positions, k.size(2))
+            k, v, mask = cache["k"], cache["v"], cache["mask"]
         dropout = self.attn_dropout if self.training else 0.0
         if self.attention == "dot" and self.aggregate == "tangent":  # the fused kernel
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
@@ -449,8 +449,9 @@ class GPT(nn.Module):
                 cache["next"] = torch.zeros((), dtype=torch.long, device=idx.device)
             positions = cache["next"] + positions
             cache["next"] = cache["next"] + T
+            mask = causal_mask(positions, cache["max_len"])  # [T, max_len], shared by every block
             for c in cache["blocks"]:
-                c["pos"] = positions
+                c["pos"], c["mask"] = positions, mask
         e = self.transformer.wte(idx)
         if self.smear is not None:
             e = self.smear(e, cache)
