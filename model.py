@@ -72,7 +72,7 @@ class GPTConfig:
     attention: str = "dot"  # scaled dot product, or −d_κ(q, k)²/τ
     aggregate: str = "tangent"  # average values as tangent vectors, or their gyromidpoint
     geometry_dtype: str = "float32"  # 'float32' or 'float64' for the geometry ops (float64 to diagnose)
-    geometry_checkpoint: bool = False  # recompute the geometry in backward (the fused default block needs not)
+    geometry_checkpoint: bool = False  # recompute the geometry in backward instead of keeping its intermediates
     # the GPT-2 speedrun's modern block (modded-nanogpt), each part a switch; the defaults are GPT-2's
     pos_embedding: str = "learned"  # learned absolute positions, or rotary embeddings of q and k
     norm: str = "layernorm"  # or 'rmsnorm' (no learned gain, as the speedrun; also normalises the embedding)
@@ -344,13 +344,15 @@ class Block(nn.Module):
         """The default block (prev_token reference, tangent residual) with its maps fused: the same function as
         the general path below (which also collects the health stats), in a few passes that store only h and U."""
         q = cache.get("x_last") if cache is not None else None
-        u, cp, p2, x_last = geo.prev_token_enter(h, kappa, q)
+        recompute = self.geometry_checkpoint and cache is None and torch.is_grad_enabled()
+        run = (lambda fn, *args: checkpoint(fn, *args, use_reentrant=False)) if recompute else (lambda fn, *a: fn(*a))
+        u, cp, p2, x_last = run(geo.prev_token_enter, h, kappa, q)
         if cache is not None:  # the next call's first reference point: this call's last block-input point
             cache["x_last"] = x_last
         B, T, H, hs = h.shape
         for ln, sublayer in ((self.ln_1, self.attn), (self.ln_2, self.mlp)):
             u = u + sublayer(ln(u.view(B, T, H * hs).to(stream)), kappa, cache).view(B, T, H, hs)
-        return geo.prev_token_exit(h, cp, p2, u, kappa, q)
+        return run(geo.prev_token_exit, h, cp, p2, u, kappa, q)
 
     def _reference_points(self, x, kappa, cache):
         """The tangent point p_t of every position (x: the block-input points [B, T, H, hs])."""
