@@ -192,8 +192,12 @@ def test_bad_research_options(kw, msg):
 
 @pytest.mark.parametrize("reference, residual", [("window", "tangent"), ("window", "mobius"),
                                                  ("prev_token", "tangent")])  # the last: the fused maps
-def test_geometry_checkpoint_same_gradients_less_memory(reference, residual):
+def test_geometry_checkpoint_same_gradients_less_memory(reference, residual, monkeypatch):
     import bench
+
+    calls = []  # the fused enter map runs again in backward when checkpointed
+    enter = geo.prev_token_enter
+    monkeypatch.setattr(geo, "prev_token_enter", lambda *args: calls.append(1) or enter(*args))
 
     a = make("hyperbolic", reference, residual, n_embd=32, n_head=4)
     b = make("hyperbolic", reference, residual, n_embd=32, n_head=4, geometry_checkpoint=True)
@@ -210,10 +214,17 @@ def test_geometry_checkpoint_same_gradients_less_memory(reference, residual):
     assert la.item() == lb.item()
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-6, atol=1e-7, msg=name)
-    # fewer bytes alive at the peak of a training step (the CPU profiler's allocation events, as bench.py); the
-    # fused maps keep only h, U and per-vector scalars already, so checkpointing them saves only the scalars
-    factor = 1.0 if reference == "prev_token" else 0.9
-    assert bench.peak_memory("cpu", lambda: step(b)) < factor * bench.peak_memory("cpu", lambda: step(a))
+    if reference == "prev_token":
+        # the fused maps keep only h, U and per-vector scalars already: checkpointing recomputes the scalars, too
+        # little memory to measure at this size (README: 1.23× → 1.11× compiled at the CPU config); it must recompute
+        calls.clear()
+        step(a)
+        assert len(calls) == 2  # one per block
+        calls.clear()
+        step(b)
+        assert len(calls) == 4  # and again in backward
+    else:  # fewer bytes alive at the peak of a training step (the CPU profiler's allocation events, as bench.py)
+        assert bench.peak_memory("cpu", lambda: step(b)) < 0.9 * bench.peak_memory("cpu", lambda: step(a))
     # evaluation and generation never recompute
     with torch.no_grad():
         torch.testing.assert_close(full_logits(a, x), full_logits(b, x))
