@@ -27,6 +27,9 @@ backward pass (0 · ∞ = NaN there). Switching branches on sign(κ) and dividin
 (the usual approach) loses ∂/∂κ to cancellation for |κ| ≲ 1e-4 in float32; this formulation does not.
 T and A are autograd Functions whose derivative comes from the ODEs they satisfy (2zT' = 1 + zT² − T,
 2zA' = 1/(1+z) − A) or the differentiated series, so their backward is a single multiply.
+
+The last section fuses the default curved block's two maps (`prev_token_enter`, `prev_token_exit`): the same
+functions as composing the ones above, computed from per-vector scalars with a written-out backward.
 """
 import functools
 import math
