@@ -377,8 +377,8 @@ def clamped_fraction(x, k):
 #     u_t = α_t h_t + β_t h_{t−1}        h'_t = γ_t h_{t−1} + δ_t U_t
 # where α, β, γ, δ depend only on per-vector scalars: ‖h_t‖², ⟨h_{t−1}, h_t⟩, ‖U_t‖², ⟨h_{t−1}, U_t⟩ and κ.
 # Working with these scalars (1/head_size of the data) instead of composing the maps above takes a handful of
-# passes over [B, T, H, head_size] instead of ~25, and the backward pass keeps only h and U (autograd through the
-# composition keeps ~10 such tensors per block). The backward is the chain rule through the scalars, written out
+# passes over [B, T, H, head_size] instead of ~25, and the backward pass keeps only h, U and per-vector scalars
+# (autograd through the composition keeps ~10 stream-sized tensors per block). The backward is the chain rule through the scalars, written out
 # step by step in reverse; tests check it against autograd through the composed maps and by gradcheck.
 # The norm of a ⊕ result is expanded, ‖(a·x + b·y)/D‖² = (a²‖x‖² + 2ab⟨x,y⟩ + b²‖y‖²)/D²; this cancels when the
 # result is short (p ≈ x), but it only feeds A(κ‖·‖²) ≈ 1 + O(κ‖·‖²) there, so the vectors keep float32 accuracy.
@@ -398,25 +398,38 @@ def _unshift(g):
     return torch.cat([g[:, 1:], torch.zeros_like(g[:, :1])], dim=1)
 
 
-def _previous(h, q):
-    """h_{t−1} at every position, q (or the origin) at the first, and its squared norm there."""
-    q = torch.zeros_like(h[:, :1]) if q is None else q.to(h.dtype)
-    return _shift(h, q), _sqnorm(q)
+def _prev_dot(h, a, q):
+    """⟨h_{t−1}, a_t⟩ at every position (q, or the origin, before the first), without forming h shifted."""
+    first = torch.zeros_like(a[:, :1, ..., :1]) if q is None else _vdot(q.to(a.dtype), a[:, :1])
+    return torch.cat([first, _vdot(h[:, :-1], a[:, 1:])], dim=1)
 
 
-# the scalars from T, A and project that backward takes from forward instead of evaluating them again
-_TRANSCENDENTAL = {"enter": ("t", "dt", "s", "ds", "aw", "daw"), "exit": ("ty", "dty", "s", "ds", "az", "daz")}
+def _add_prev(out, c, h, q):
+    """out_t += c_t·h_{t−1} in place (q before the first position; nothing for the origin); returns out."""
+    out[:, 1:].addcmul_(c[:, 1:], h[:, :-1])
+    if q is not None:
+        out[:, :1].addcmul_(c[:, :1], q.to(out.dtype))
+    return out
 
 
-def _enter_terms(h2, d, q2, k, saved=None, derivative=True):
+def _q2(h, q):
+    """‖q‖², the squared norm of the point before the first position (0 for the origin)."""
+    return torch.zeros_like(h[:, :1, ..., :1]) if q is None else _sqnorm(q.to(h.dtype))
+
+
+# the per-vector scalars each backward reads, kept from forward (~20 scalars per vector: 20/head_size of the stream)
+_SAVED = {"enter": ("t", "dt", "x2raw", "s", "ds", "cx", "x2", "cp", "hp2", "p2", "px", "a", "b", "den_raw", "den",
+                    "w2", "daw", "m", "alpha", "beta"),
+          "exit": ("ty", "dty", "y2", "py", "a", "b", "den_raw", "den", "z2", "s", "ds", "z2p", "az", "daz", "m",
+                   "gamma", "delta")}
+
+
+def _enter_terms(h2, d, q2, k, derivative=True):
     """The enter map's scalars (names as in PrevTokenEnter's docstring) from ‖h_t‖², ⟨h_{t−1}, h_t⟩, ‖q‖², κ.
-    `saved`: T, T′, s, s′, A, A′ from the forward pass, so that backward recomputes only the arithmetic."""
-    t, dt, s, ds, aw, daw = saved or (None,) * 6
-    if saved is None:
-        t, dt = _t_and_derivative(k * h2, derivative)  # expmap0(h) = t·h
+    `derivative`: also T′, s′, A′ (for backward)."""
+    t, dt = _t_and_derivative(k * h2, derivative)  # expmap0(h) = t·h
     x2raw = t * t * h2
-    if saved is None:
-        s, ds = _project_scale(k * x2raw)  # project(expmap0(h)) = s·t·h
+    s, ds = _project_scale(k * x2raw)  # project(expmap0(h)) = s·t·h
     cx = s * t
     x2 = cx * cx * h2
     cp = _shift(cx, torch.ones_like(cx[:, :1]))  # p_t = cp_t·h_{t−1}; q is a point already
@@ -426,8 +439,7 @@ def _enter_terms(h2, d, q2, k, saved=None, derivative=True):
     den_raw = 1 + 2 * k * px + k * k * p2 * x2
     den = den_raw.clamp_min(_DEN_EPS[h2.dtype])
     w2 = (a * a * p2 - 2 * a * b * px + b * b * x2) / (den * den)
-    if saved is None:
-        aw, daw = _a_and_derivative(k * w2, derivative)  # logmap0(w) = aw·w
+    aw, daw = _a_and_derivative(k * w2, derivative)  # logmap0(w) = aw·w
     m = aw / den
     return dict(t=t, dt=dt, x2raw=x2raw, s=s, ds=ds, cx=cx, x2=x2, cp=cp, hp2=hp2, p2=p2, px=px, a=a, b=b, aw=aw,
                 den_raw=den_raw, den=den, w2=w2, daw=daw, m=m, alpha=m * b * cx, beta=-m * a * cp)
@@ -439,26 +451,24 @@ class PrevTokenEnter(torch.autograd.Function):
         a = 1 + 2κ⟨p,x⟩ − κ‖x‖², b = 1 + κ‖p‖², D = 1 + 2κ⟨p,x⟩ + κ²‖p‖²‖x‖²  ((−p) ⊕ x = (b·x − a·p)/D),
         ‖w‖² = (a²‖p‖² − 2ab⟨p,x⟩ + b²‖x‖²)/D², α = A(κ‖w‖²)·b·cx/D, β = −A(κ‖w‖²)·a·cp/D.
     Also returns cp and ‖p‖², which the exit map needs, and the last point x_{T−1} (no gradient), the next
-    call's q when generating. Saves h and eight scalars per vector."""
+    call's q when generating. Saves h and 22 scalars per vector (recomputing them cost more time than memory)."""
 
     @staticmethod
     def forward(ctx, h, k, q):
-        hp, q2 = _previous(h, q)
-        h2, d = _sqnorm(h), _vdot(hp, h)
-        S = _enter_terms(h2, d, q2, k, derivative=any(ctx.needs_input_grad))  # none needed when generating
-        ctx.save_for_backward(h, k, q, h2, d, *(S[n] for n in _TRANSCENDENTAL["enter"]))
+        h2, d = _sqnorm(h), _prev_dot(h, h, q)
+        S = _enter_terms(h2, d, _q2(h, q), k, derivative=any(ctx.needs_input_grad))  # none needed when generating
+        ctx.save_for_backward(h, k, q, h2, d, *(S[n] for n in _SAVED["enter"]))
         x_last = S["cx"][:, -1:] * h[:, -1:]  # the next call's q, when generating
         ctx.mark_non_differentiable(x_last)
-        return S["alpha"] * h + S["beta"] * hp, S["cp"], S["p2"], x_last
+        return _add_prev(S["alpha"] * h, S["beta"], h, q), S["cp"], S["p2"], x_last
 
     @staticmethod
     def backward(ctx, gu, gcp_out, gp2_out, _):
         h, k, q, h2, d, *saved = ctx.saved_tensors
-        hp, q2 = _previous(h, q)
-        S = _enter_terms(h2, d, q2, k, saved)
+        S = dict(zip(_SAVED["enter"], saved))
         t, x2raw, s, cx, x2, cp, hp2, p2, px, a, b, den, w2, m = (S[n] for n in (
             "t", "x2raw", "s", "cx", "x2", "cp", "hp2", "p2", "px", "a", "b", "den", "w2", "m"))
-        g_alpha, g_beta = _vdot(gu, h), _vdot(gu, hp)
+        g_alpha, g_beta = _vdot(gu, h), _prev_dot(h, gu, q)
         # α = m·b·cx, β = −m·a·cp, m = A/D
         gm = g_alpha * b * cx - g_beta * a * cp
         gb, ga = g_alpha * m * cx, -g_beta * m * cp
@@ -492,27 +502,26 @@ class PrevTokenEnter(torch.autograd.Function):
         gzt = gt * S["dt"]  # t = T(κ‖h‖²)
         gk = gk + gzt * h2
         gh2 = gh2 + gzt * k
-        gh = S["alpha"] * gu + 2 * gh2 * h + gd * hp + _unshift(S["beta"] * gu + gd * h)
+        # ∂/∂h_t: from u_t (α), ‖h_t‖², d_t = ⟨h_{t−1}, h_t⟩; ∂/∂h_{t−1}: from u_t (β) and d_t
+        gh = _add_prev(torch.addcmul(S["alpha"] * gu, 2 * gh2, h), gd, h, q)
+        to_prev = torch.addcmul(S["beta"] * gu, gd, h)
+        gh[:, :-1] += to_prev[:, 1:]
         return gh, gk.sum_to_size(k.shape) if ctx.needs_input_grad[1] else None, None
 
 
-def _exit_terms(U2, e, cp, p2, k, saved=None, derivative=True):
+def _exit_terms(U2, e, cp, p2, k, derivative=True):
     """The exit map's scalars (names as in PrevTokenExit's docstring) from ‖U‖², ⟨h_{t−1}, U⟩, cp, ‖p‖², κ;
-    `saved` as in _enter_terms."""
-    ty, dty, s, ds, az, daz = saved or (None,) * 6
-    if saved is None:
-        ty, dty = _t_and_derivative(k * U2, derivative)  # expmap0(U) = ty·U
+    `derivative` as in _enter_terms."""
+    ty, dty = _t_and_derivative(k * U2, derivative)  # expmap0(U) = ty·U
     y2 = ty * ty * U2
     py = cp * ty * e  # ⟨p, y⟩
     a, b = 1 - 2 * k * py - k * y2, 1 + k * p2  # p ⊕ y = (a·p + b·y)/D
     den_raw = 1 - 2 * k * py + k * k * p2 * y2
     den = den_raw.clamp_min(_DEN_EPS[U2.dtype])
     z2 = (a * a * p2 + 2 * a * b * py + b * b * y2) / (den * den)
-    if saved is None:
-        s, ds = _project_scale(k * z2)
+    s, ds = _project_scale(k * z2)
     z2p = s * s * z2  # ‖project(p ⊕ y)‖²
-    if saved is None:
-        az, daz = _a_and_derivative(k * z2p, derivative)
+    az, daz = _a_and_derivative(k * z2p, derivative)
     m = az * s / den
     return dict(ty=ty, dty=dty, y2=y2, py=py, a=a, b=b, den_raw=den_raw, den=den, z2=z2, s=s, ds=ds, z2p=z2p,
                 az=az, daz=daz, m=m, gamma=m * a * cp, delta=m * b * ty)
@@ -523,24 +532,22 @@ class PrevTokenExit(torch.autograd.Function):
         ty = T(κ‖U‖²) (y = ty·U), a = 1 − 2κ⟨p,y⟩ − κ‖y‖², b = 1 + κ‖p‖², D = 1 − 2κ⟨p,y⟩ + κ²‖p‖²‖y‖²
         (p ⊕ y = (a·p + b·y)/D), ‖p ⊕ y‖² = (a²‖p‖² + 2ab⟨p,y⟩ + b²‖y‖²)/D², s = project's scale there,
         γ = A(κs²‖p ⊕ y‖²)·s·a·cp/D, δ = A(κs²‖p ⊕ y‖²)·s·b·ty/D.
-    Saves h, U and ten scalars per vector."""
+    Saves h, U and 21 scalars per vector."""
 
     @staticmethod
     def forward(ctx, h, cp, p2, U, k, q):
-        hp, _ = _previous(h, q)
-        U2, e = _sqnorm(U), _vdot(hp, U)
+        U2, e = _sqnorm(U), _prev_dot(h, U, q)
         S = _exit_terms(U2, e, cp, p2, k, derivative=any(ctx.needs_input_grad))
-        ctx.save_for_backward(h, cp, p2, U, k, q, U2, e, *(S[n] for n in _TRANSCENDENTAL["exit"]))
-        return S["gamma"] * hp + S["delta"] * U
+        ctx.save_for_backward(h, cp, p2, U, k, q, U2, e, *(S[n] for n in _SAVED["exit"]))
+        return _add_prev(S["delta"] * U, S["gamma"], h, q)
 
     @staticmethod
     def backward(ctx, go):
         h, cp, p2, U, k, q, U2, e, *saved = ctx.saved_tensors
-        hp, _ = _previous(h, q)
-        S = _exit_terms(U2, e, cp, p2, k, saved)
+        S = dict(zip(_SAVED["exit"], saved))
         ty, y2, py, a, b, den, z2, s, z2p, az, m = (S[n] for n in (
             "ty", "y2", "py", "a", "b", "den", "z2", "s", "z2p", "az", "m"))
-        g_gamma, g_delta = _vdot(go, hp), _vdot(go, U)
+        g_gamma, g_delta = _prev_dot(h, go, q), _vdot(go, U)
         # γ = m·a·cp, δ = m·b·ty, m = A·s/D
         gm = g_gamma * a * cp + g_delta * b * ty
         ga, gcp = g_gamma * m * cp, g_gamma * m * a
@@ -570,8 +577,8 @@ class PrevTokenExit(torch.autograd.Function):
         gzt = gty * S["dty"]  # ty = T(κ‖U‖²)
         gk = gk + gzt * U2
         gU2 = ty * ty * gy2 + gzt * k
-        gU = S["delta"] * go + 2 * gU2 * U + ge * hp
-        gh = _unshift(S["gamma"] * go + ge * U)
+        gU = _add_prev(torch.addcmul(S["delta"] * go, 2 * gU2, U), ge, h, q)
+        gh = _unshift(torch.addcmul(S["gamma"] * go, ge, U))
         return gh, gcp, gp2, gU, gk.sum_to_size(k.shape) if ctx.needs_input_grad[4] else None, None
 
 

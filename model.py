@@ -26,7 +26,7 @@ reference_window points); attention='distance' (scores −d_κ(q, k)²/τ) and a
 gyromidpoint of value points) in CausalSelfAttention; geometry_dtype='float64'; a generation cache.
 
 The default block (prev_token, tangent) runs its enter and exit maps fused (geometry.prev_token_enter/_exit):
-the same function in a few passes, keeping only h and U for backward. Block.forward below is the general
+the same function in a few passes, keeping h, U and per-vector scalars for backward. Block.forward below is the general
 path, the readable definition; it also collects the health stats, and tests hold the two paths equal.
 
 At κ ≡ 0 (curvature='zero') every map is the identity and ⊕ is +, so the block becomes
@@ -342,7 +342,7 @@ class Block(nn.Module):
 
     def _fused_forward(self, h, kappa, cache, stream):
         """The default block (prev_token reference, tangent residual) with its maps fused: the same function as
-        the general path below (which also collects the health stats), in a few passes that store only h and U."""
+        the general path below (which also collects the health stats), in a few passes that store h, U and scalars."""
         q = cache.get("x_last") if cache is not None else None
         recompute = self.geometry_checkpoint and cache is None and torch.is_grad_enabled()
         run = (lambda fn, *args: checkpoint(fn, *args, use_reentrant=False)) if recompute else (lambda fn, *a: fn(*a))
