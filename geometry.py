@@ -378,8 +378,9 @@ def clamped_fraction(x, k):
 # where α, β, γ, δ depend only on per-vector scalars: ‖h_t‖², ⟨h_{t−1}, h_t⟩, ‖U_t‖², ⟨h_{t−1}, U_t⟩ and κ.
 # Working with these scalars (1/head_size of the data) instead of composing the maps above takes a handful of
 # passes over [B, T, H, head_size] instead of ~25, and the backward pass keeps only h, U and per-vector scalars
-# (autograd through the composition keeps ~10 stream-sized tensors per block). The backward is the chain rule through the scalars, written out
-# step by step in reverse; tests check it against autograd through the composed maps and by gradcheck.
+# (autograd through the composition keeps ~10 stream-sized tensors per block). The backward is the chain rule
+# through the scalars, written out step by step in reverse; tests check it against autograd through the composed
+# maps and by gradcheck.
 # The norm of a ⊕ result is expanded, ‖(a·x + b·y)/D‖² = (a²‖x‖² + 2ab⟨x,y⟩ + b²‖y‖²)/D²; this cancels when the
 # result is short (p ≈ x), but it only feeds A(κ‖·‖²) ≈ 1 + O(κ‖·‖²) there, so the vectors keep float32 accuracy.
 
