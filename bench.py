@@ -45,6 +45,18 @@ def parse_spec(spec):
     return out
 
 
+def make_model(args, spec):
+    """The model of one configuration spec at the size in args, seeded (the same weights for every spec's shared
+    parts), on args.device; spherical specs get κ₀ = |curvature_init|."""
+    over = parse_spec(spec)
+    if over["curvature"] == "spherical":
+        over["curvature_init"] = abs(args.curvature_init)
+    base = dict(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head,
+                n_embd=args.n_embd, bias=False, dropout=0.0, curvature_init=args.curvature_init)
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**{**base, **over})).to(args.device)
+
+
 def sync(device):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -84,18 +96,12 @@ def bench_models(args):
     device = args.device
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     autocast = torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
-    base = dict(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head,
-                n_embd=args.n_embd, bias=False, dropout=0.0, curvature_init=args.curvature_init)
     x = torch.randint(0, args.vocab_size, (args.batch_size, args.block_size), device=device)
     y = torch.randint(0, args.vocab_size, (args.batch_size, args.block_size), device=device)
     variants = []
     for spec in args.configs:
-        over = parse_spec(spec)
-        if over["curvature"] == "spherical":
-            over["curvature_init"] = abs(args.curvature_init)
         for compiled in ([False, True] if args.compile else [False]):
-            torch.manual_seed(0)
-            model = GPT(GPTConfig(**{**base, **over})).to(device)
+            model = make_model(args, spec)
             opt = configure_optimizers(model, 0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
             fwd = torch.compile(model) if compiled else model
 
@@ -197,19 +203,13 @@ def bench_generate(args):
     the context), with it (one token per step, after the prompt's forward), and with the decode step compiled.
     The prompt's forward is not counted: the rate is that of the steps after it."""
     device = args.device
-    base = dict(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head,
-                n_embd=args.n_embd, bias=False, dropout=0.0, curvature_init=args.curvature_init)
     n_new = min(args.new_tokens, args.block_size - 1)
     prompt = torch.randint(0, args.vocab_size, (1, args.block_size - n_new), generator=torch.Generator().manual_seed(0))
     prompt = prompt.to(device)
     ways = {"no cache": dict(use_cache=False), "cache": dict(use_cache=True)}
     rows = []
     for spec in tqdm(args.configs, desc="configurations", leave=False):
-        over = parse_spec(spec)
-        if over["curvature"] == "spherical":
-            over["curvature_init"] = abs(args.curvature_init)
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(**{**base, **over})).to(device).eval()
+        model = make_model(args, spec).eval()
         runs = dict(ways, **({"cache + compile": dict(decode=torch.compile(model))} if args.compile else {}))
         rate = {}
         for name, kw in runs.items():
@@ -253,18 +253,12 @@ def bench_memory(args):
     device = args.device
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     autocast = torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
-    base = dict(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head,
-                n_embd=args.n_embd, bias=False, dropout=0.0, curvature_init=args.curvature_init)
     sizes = sorted(set(args.batch_sizes))
     gen = torch.Generator().manual_seed(0)
     data = {B: torch.randint(0, args.vocab_size, (2, B, args.block_size), generator=gen).to(device) for B in sizes}
     rows = []
     for spec in tqdm(args.configs, desc="configurations", leave=False):
-        over = parse_spec(spec)
-        if over["curvature"] == "spherical":
-            over["curvature_init"] = abs(args.curvature_init)
-        torch.manual_seed(0)
-        model = GPT(GPTConfig(**{**base, **over})).to(device)
+        model = make_model(args, spec)
         opt = configure_optimizers(model, 0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
 
         def step(B, model=model, opt=opt):
