@@ -300,15 +300,16 @@ class Block(nn.Module):
         stream = h.dtype  # float32, or float64 in a float64 model
         gdtype = torch.promote_types(stream, self.geometry_dtype)
         kappa = kappa.to(gdtype)
-        if self.reference == "prev_token" and self.residual == "tangent" and stats is None:
-            out = self._fused_forward(h.view(B, T, H, C // H).to(gdtype), kappa, cache, stream)
-            return out.view(B, T, C).to(stream)
-        clamped = []  # fraction of points each projection moved, for the health metrics
         # geometry_checkpoint: keep only each geometry step's inputs and recompute the rest in backward
         recompute = self.geometry_checkpoint and stats is None and cache is None and torch.is_grad_enabled()
 
         def run(fn, *args):
             return checkpoint(fn, *args, use_reentrant=False) if recompute else fn(*args)
+
+        if self.reference == "prev_token" and self.residual == "tangent" and stats is None:
+            out = self._fused_forward(h.view(B, T, H, C // H).to(gdtype), kappa, cache, stream, run)
+            return out.view(B, T, C).to(stream)
+        clamped = []  # fraction of points each projection moved, for the health metrics
 
         def enter(h4, kappa):
             x = self._project(geo.expmap0(h4, kappa), kappa, clamped, stats)
@@ -340,12 +341,11 @@ class Block(nn.Module):
             stats.append({"clamped": torch.stack(clamped).float().mean().item(), "radius": radius.item()})
         return run(geo.logmap0, x, kappa).view(B, T, C).to(stream)
 
-    def _fused_forward(self, h, kappa, cache, stream):
+    def _fused_forward(self, h, kappa, cache, stream, run):
         """The default block (prev_token reference, tangent residual) with its maps fused: the same function as
-        the general path below (which also collects the health stats), in a few passes that store h, U and scalars."""
+        the general path above (which also collects the health stats), in a few passes that store h, U and scalars.
+        `run` applies geometry_checkpoint to each map, as in the general path."""
         q = cache.get("x_last") if cache is not None else None
-        recompute = self.geometry_checkpoint and cache is None and torch.is_grad_enabled()
-        run = (lambda fn, *args: checkpoint(fn, *args, use_reentrant=False)) if recompute else (lambda fn, *a: fn(*a))
         u, cp, p2, x_last = run(geo.prev_token_enter, h, kappa, q)
         if cache is not None:  # the next call's first reference point: this call's last block-input point
             cache["x_last"] = x_last
