@@ -25,7 +25,7 @@ Options (GPTConfig): reference='origin' (p = 0) or 'window' (p = gyromidpoint of
 reference_window points); attention='distance' (scores −d_κ(q, k)²/τ) and aggregate='midpoint' (the
 gyromidpoint of value points) in CausalSelfAttention; geometry_dtype='float64'; a generation cache.
 
-The default block (prev_token, tangent) runs its enter and exit maps fused (geometry.prev_token_enter/_exit):
+The default block (prev_token, tangent) runs its enter and exit maps fused (fused_maps.py):
 the same function in a few passes, keeping h, U and per-vector scalars for backward. Block.forward below is the general
 path, the readable definition; it also collects the health stats, and tests hold the two paths equal.
 
@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+import fused_maps
 import geometry as geo
 
 CHOICES = {  # the allowed values of GPTConfig's string options
@@ -346,13 +347,13 @@ class Block(nn.Module):
         the general path above (which also collects the health stats), in a few passes that store h, U and scalars.
         `run` applies geometry_checkpoint to each map, as in the general path."""
         q = cache.get("x_last") if cache is not None else None
-        u, cp, p2, x_last = run(geo.prev_token_enter, h, kappa, q)
+        u, cp, p2, x_last = run(fused_maps.prev_token_enter, h, kappa, q)
         if cache is not None:  # the next call's first reference point: this call's last block-input point
             cache["x_last"] = x_last
         B, T, H, hs = h.shape
         for ln, sublayer in ((self.ln_1, self.attn), (self.ln_2, self.mlp)):
             u = u + sublayer(ln(u.view(B, T, H * hs).to(stream)), kappa, cache).view(B, T, H, hs)
-        return run(geo.prev_token_exit, h, cp, p2, u, kappa, q)
+        return run(fused_maps.prev_token_exit, h, cp, p2, u, kappa, q)
 
     def _reference_points(self, x, kappa, cache):
         """The tangent point p_t of every position (x: the block-input points [B, T, H, hs])."""

@@ -1,12 +1,16 @@
 """
 What train.py, sample.py and bench.py share, so that none of them imports another: the error type, device
-and precision, checkpoints (atomic save, checked load, resume compatibility), and the optimizers.
+and precision, checkpoints (atomic save, checked load, resume compatibility), the optimizers, and a run's clock
+(Progress: iteration, best loss, wall-clock time across resumes) and stop signal (SIGTERM/SIGINT).
 
 Imports model.py; model.py never imports it.
 """
 import dataclasses
 import inspect
 import os
+import signal
+import threading
+import time
 from contextlib import nullcontext
 
 import torch
@@ -188,3 +192,91 @@ def configure_optimizers(model, weight_decay, learning_rate, betas, device_type,
     muon = torch.optim.Muon([{"params": [p for p in params if id(p) in hidden], "lr_mult": 1.0}],
                             lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
     return MultiOptimizer(muon, adamw)
+
+
+# ----------------------------------------------------------------------------- the process: alone or one of torchrun's
+
+
+@dataclasses.dataclass
+class Process:
+    """This process's place in the job: the only one, or one of torchrun's."""
+    ddp: bool
+    rank: int
+    local_rank: int
+    world: int
+    device: str
+
+    @property
+    def master(self):  # the process that prints, logs and writes checkpoints
+        return self.rank == 0
+
+    @property
+    def device_type(self):
+        return "cuda" if self.device.startswith("cuda") else "cpu"
+
+
+def init_process(cfg):
+    """Single process, or (under torchrun) join the process group."""
+    dev = resolve_device(cfg["device"])
+    if cfg["backend"] == "nccl" and not (dev.startswith("cuda") and torch.distributed.is_nccl_available()):
+        raise ConfigError("backend='nccl' needs CUDA GPUs and a torch built with NCCL; use --backend=gloo (or auto)")
+    if cfg["backend"] == "gloo" and not torch.distributed.is_gloo_available():
+        raise ConfigError("backend='gloo' is not available in this torch build; use --backend=auto")
+    if int(os.environ.get("RANK", -1)) == -1:
+        return Process(False, 0, 0, 1, dev)
+    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+    if dev.startswith("cuda"):
+        dev = f"cuda:{local_rank}"
+        torch.cuda.set_device(dev)
+    backend = cfg["backend"] if cfg["backend"] != "auto" else ("nccl" if dev.startswith("cuda") else "gloo")
+    torch.distributed.init_process_group(backend=backend)
+    if cfg["gradient_accumulation_steps"] % world:
+        raise ConfigError(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} must be a "
+                          f"multiple of the number of processes ({world})")
+    return Process(True, rank, local_rank, world, dev)
+
+
+# ----------------------------------------------------------------------------- a run's clock and stop signal
+
+
+@dataclasses.dataclass
+class Progress:
+    """How far the run is; iter_num, best_val_loss and elapsed travel in the checkpoint."""
+    iter_num: int = 0
+    best_val_loss: float = float("inf")
+    elapsed: float = 0.0  # wall-clock seconds of the run before `started` (earlier sessions, when resumed)
+    started: float = dataclasses.field(default_factory=time.time)
+    last_loss: float = float("nan")
+    nonfinite_run: int = 0  # consecutive skipped steps
+    nonfinite_steps: int = 0  # skipped steps in this session
+
+    def wall(self):
+        return self.elapsed + time.time() - self.started
+
+
+class StopSignal:
+    """SIGTERM or SIGINT (a preemption, a kill, Ctrl-C) asks the run to finish its step, save and return.
+    Every process listens: torchrun forwards the signal to all of them."""
+
+    def __init__(self):
+        self.received = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            self.previous = {s: signal.signal(s, self._receive) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _receive(self, signum, frame):
+        self.received = signum
+
+    def agreed(self, proc):
+        """Whether to stop now; under DDP a signal may reach the processes a step apart, so all stop at the
+        step where the first one saw it."""
+        stop = self.received is not None
+        if proc.ddp:
+            flag = torch.tensor(float(stop), device=proc.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = flag.item() > 0
+        return stop
+
+    def restore(self):
+        for s, handler in self.previous.items():
+            signal.signal(s, handler)

@@ -10,30 +10,30 @@ below or a field of GPTConfig (model.py). Under torchrun, gradient_accumulation_
 across all processes.
 
 Read top to bottom: the options, then the named steps of a run (start, evaluate_and_checkpoint,
-optimizer_step, log_step), then train(), whose loop strings them together.
+optimizer_step, log_step), then train(), whose loop strings them together. What the loop uses but is not the
+loop lives beside it: logger.py (metrics.jsonl, wandb), hellaswag.py (its evaluation), runtime.py (processes,
+checkpoints, optimizers, the run's clock and stop signal).
 """
 import dataclasses
 import gc
 import glob
-import json
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 
 import torch
-import torch.nn.functional as F
 
 from configurator import ConfigError, configure
-from loader import DataError, open_dataset, read_hellaswag
+import hellaswag
+from loader import DataError, open_dataset
+from logger import Logger, curvature_metrics, kappa_summary, truncate_metrics
 from model import GPT, GPTConfig
-from runtime import (DTYPES, MODEL_DEFAULTS, MODEL_KEYS, RESUME_MAY_CHANGE, RunError, check_resume_compatible,
-                     check_vocab_compatible, configure_optimizers, load_checkpoint, precision, resolve_device,
-                     save_checkpoint)
+from runtime import (DTYPES, MODEL_DEFAULTS, MODEL_KEYS, RESUME_MAY_CHANGE, Process, Progress, RunError, StopSignal,
+                     check_resume_compatible, check_vocab_compatible, configure_optimizers, load_checkpoint,
+                     init_process, precision, save_checkpoint)
 
 # ----------------------------------------------------------------------------- defaults
 # I/O
@@ -138,39 +138,6 @@ def get_lr(it, cfg):
 
 
 @dataclasses.dataclass
-class Process:
-    """This process's place in the job: the only one, or one of torchrun's."""
-    ddp: bool
-    rank: int
-    local_rank: int
-    world: int
-    device: str
-
-    @property
-    def master(self):  # the process that prints, logs and writes checkpoints
-        return self.rank == 0
-
-    @property
-    def device_type(self):
-        return "cuda" if self.device.startswith("cuda") else "cpu"
-
-
-@dataclasses.dataclass
-class Progress:
-    """How far the run is; iter_num, best_val_loss and elapsed travel in the checkpoint."""
-    iter_num: int = 0
-    best_val_loss: float = float("inf")
-    elapsed: float = 0.0  # wall-clock seconds of the run before `started` (earlier sessions, when resumed)
-    started: float = dataclasses.field(default_factory=time.time)
-    last_loss: float = float("nan")
-    nonfinite_run: int = 0  # consecutive skipped steps
-    nonfinite_steps: int = 0  # skipped steps in this session
-
-    def wall(self):
-        return self.elapsed + time.time() - self.started
-
-
-@dataclasses.dataclass
 class Run:
     """Everything the steps of a training run share."""
     cfg: dict
@@ -186,112 +153,14 @@ class Run:
     progress: Progress
     ckpt_path: str
     logger: "Logger | None" = None
-    hellaswag: "list | None" = None  # tokenized items, on GPT-2 BPE data when prepared
+    hellaswag_items: "list | None" = None  # tokenized items, on GPT-2 BPE data when prepared
 
     @property
     def tokens_per_iter(self):
         return self.cfg["gradient_accumulation_steps"] * self.cfg["batch_size"] * self.cfg["block_size"]
 
 
-# ----------------------------------------------------------------------------- logging
-
-
-def kappa_summary(kappas):
-    return f"κ {kappas.mean():+.4f} [{kappas.min():+.4f}, {kappas.max():+.4f}]"
-
-
-def curvature_metrics(raw_model, stats):
-    """Per block and head κ, per block mean, and geometry health from a forward pass's `stats`."""
-    out = {}
-    if raw_model.curvature is None:
-        return out
-    ks = raw_model.kappas().detach().float().cpu()
-    for l, row in enumerate(ks):
-        for h, k in enumerate(row):
-            out[f"curvature/block{l}/head{h}"] = k.item()
-        out[f"curvature/block{l}/mean"] = row.mean().item()
-    for l, s in enumerate(stats):
-        out[f"geometry/block{l}/clamped"] = s["clamped"]
-        out[f"geometry/block{l}/radius"] = s["radius"]
-    return out
-
-
-def truncate_metrics(path, iter_num):
-    """Cut metrics.jsonl back to the records up to iter_num, the checkpoint's iteration (the resumed run logs
-    the later ones again), dropping any line a kill cut short; atomically."""
-    if not os.path.exists(path):
-        return
-    with open(path) as f:
-        lines = f.read().splitlines()
-    keep = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("iter", 0) <= iter_num:
-            keep.append(line + "\n")
-    with open(f"{path}.tmp", "w") as f:
-        f.writelines(keep)
-    os.replace(f"{path}.tmp", path)
-
-
-class Logger:
-    """metrics.jsonl in out_dir (rank 0, unless eval_only) and wandb (when wandb_log)."""
-
-    def __init__(self, cfg, run_id, resumed):
-        self.path = None if cfg["eval_only"] else os.path.join(cfg["out_dir"], "metrics.jsonl")
-        self.wandb = None
-        self.run_id = run_id
-        if cfg["wandb_log"]:
-            import wandb
-
-            kwargs = dict(project=cfg["wandb_project"], name=cfg["wandb_run_name"], config=cfg,
-                          id=run_id, resume="allow" if resumed else None, dir=cfg["out_dir"])
-            try:
-                self.wandb = wandb.init(**kwargs)
-            except Exception as e:  # no API key or no network: keep the run, log offline
-                print(f"wandb: online init failed ({type(e).__name__}); logging offline to {cfg['out_dir']}/wandb")
-                self.wandb = wandb.init(**kwargs, mode="offline")
-            self.run_id = self.wandb.id
-
-    def log(self, step, metrics):
-        if self.path is not None:
-            try:
-                with open(self.path, "a") as f:
-                    f.write(json.dumps({"iter": step, **metrics}) + "\n")
-            except OSError as e:
-                raise RunError(f"could not write {self.path} ({e.strerror or e})") from e
-        if self.wandb is not None:
-            self.wandb.log(metrics, step=step)
-
-    def finish(self):
-        if self.wandb is not None:
-            self.wandb.finish()
-
-
 # ----------------------------------------------------------------------------- start: everything before step 1
-
-
-def init_process(cfg):
-    """Single process, or (under torchrun) join the process group."""
-    dev = resolve_device(cfg["device"])
-    if cfg["backend"] == "nccl" and not (dev.startswith("cuda") and torch.distributed.is_nccl_available()):
-        raise ConfigError("backend='nccl' needs CUDA GPUs and a torch built with NCCL; use --backend=gloo (or auto)")
-    if cfg["backend"] == "gloo" and not torch.distributed.is_gloo_available():
-        raise ConfigError("backend='gloo' is not available in this torch build; use --backend=auto")
-    if int(os.environ.get("RANK", -1)) == -1:
-        return Process(False, 0, 0, 1, dev)
-    rank, local_rank, world = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-    if dev.startswith("cuda"):
-        dev = f"cuda:{local_rank}"
-        torch.cuda.set_device(dev)
-    backend = cfg["backend"] if cfg["backend"] != "auto" else ("nccl" if dev.startswith("cuda") else "gloo")
-    torch.distributed.init_process_group(backend=backend)
-    if cfg["gradient_accumulation_steps"] % world:
-        raise ConfigError(f"gradient_accumulation_steps={cfg['gradient_accumulation_steps']} must be a "
-                          f"multiple of the number of processes ({world})")
-    return Process(True, rank, local_rank, world, dev)
 
 
 def check_run_dir(cfg):
@@ -391,7 +260,7 @@ def start(cfg):
               Progress(), ckpt_path)
     run_id = restore(ckpt, run) if ckpt is not None else None
     if data.vocab["tokenizer"] == "gpt2":
-        run.hellaswag = read_hellaswag(os.path.join(cfg["hellaswag_dir"] or os.path.join(HERE, "data", "hellaswag"),
+        run.hellaswag_items = hellaswag.read(os.path.join(cfg["hellaswag_dir"] or os.path.join(HERE, "data", "hellaswag"),
                                                     "hellaswag_val_tokens.jsonl"), required=bool(cfg["hellaswag_dir"]))
     if cfg["compile"]:
         run.model = torch.compile(run.model)
@@ -445,44 +314,6 @@ def geometry_health(run):
     return stats
 
 
-def hellaswag_losses(model, item, block_size, device):
-    """Each ending's summed and mean loss over its own tokens after the context, [4] each. Rows longer than the
-    context window keep their last block_size + 1 tokens; shorter rows are padded, and causality keeps the padding
-    from touching the scored positions."""
-    rows = [item["ctx"] + ending for ending in item["endings"]]
-    L = min(max(len(r) for r in rows), block_size + 1)
-    tokens = torch.zeros(4, L, dtype=torch.long)
-    scored = torch.zeros(4, L - 1)
-    for i, (row, ending) in enumerate(zip(rows, item["endings"])):
-        row = row[-L:]
-        tokens[i, :len(row)] = torch.tensor(row)
-        scored[i, len(row) - 1 - min(len(ending), L - 1):len(row) - 1] = 1  # predictions of the ending's tokens
-    tokens, scored = tokens.to(device), scored.to(device)
-    # with targets the model returns the logits of every position
-    logits, _ = model(tokens[:, :-1].contiguous(), targets=tokens[:, 1:].contiguous())
-    losses = F.cross_entropy(logits.float().flatten(0, 1), tokens[:, 1:].flatten(), reduction="none").view(4, L - 1)
-    total = (losses * scored).sum(1)
-    return total, total / scored.sum(1)
-
-
-@torch.no_grad()
-def evaluate_hellaswag(run):
-    """HellaSwag accuracy as llm.c and build-nanogpt report it for GPT-2: the ending with the lowest mean loss
-    (acc_norm) or summed loss (acc). Each process scores every world-th item; the counts are summed."""
-    model, proc = run.raw_model, run.proc  # uncompiled: every item has its own length
-    model.eval()
-    counts = torch.zeros(3, device=proc.device)  # acc, acc_norm, items
-    for item in run.hellaswag[proc.rank::proc.world]:
-        with run.autocast:
-            total, mean = hellaswag_losses(model, item, model.config.block_size, proc.device)
-        counts += torch.tensor([int(total.argmin()) == item["label"], int(mean.argmin()) == item["label"], 1],
-                               device=proc.device)
-    if proc.ddp:
-        torch.distributed.all_reduce(counts)
-    model.train()
-    return {"hellaswag/acc": (counts[0] / counts[2]).item(), "hellaswag/acc_norm": (counts[1] / counts[2]).item()}
-
-
 def save(run, val_loss):
     """Checkpoint the run, with every process's data position and RNG so that a resume at the same world
     size continues exactly."""
@@ -508,14 +339,16 @@ def evaluate_and_checkpoint(run, lr, may_save):
     (always_save_checkpoint, or an improved val loss) say so. Returns the losses."""
     losses = estimate_loss(run)
     stats = geometry_health(run)
-    hellaswag = evaluate_hellaswag(run) if run.hellaswag else {}
+    proc = run.proc  # HellaSwag on the uncompiled model: every item has its own length
+    hs = (hellaswag.evaluate(run.raw_model, run.hellaswag_items, run.autocast, proc.device, proc.rank, proc.world)
+          if run.hellaswag_items else {})
     p = run.progress
     if run.proc.master:
         print(f"eval iter {p.iter_num}: " + ", ".join(f"{k} loss {v:.4f}" for k, v in losses.items()) +
-              (f", hellaswag acc_norm {hellaswag['hellaswag/acc_norm']:.4f}" if hellaswag else ""))
+              (f", hellaswag acc_norm {hs['hellaswag/acc_norm']:.4f}" if hs else ""))
         run.logger.log(p.iter_num, {"val/loss": losses["val"],
                                     **({"train/eval_loss": losses["train"]} if "train" in losses else {}),
-                                    **hellaswag, "wall": p.wall(), "lr": lr, **curvature_metrics(run.raw_model, stats)})
+                                    **hs, "wall": p.wall(), "lr": lr, **curvature_metrics(run.raw_model, stats)})
     improved = losses["val"] < p.best_val_loss
     p.best_val_loss = min(p.best_val_loss, losses["val"])
     if may_save and (improved or run.cfg["always_save_checkpoint"]):
@@ -583,34 +416,6 @@ def log_step(run, loss, grad_norm, lr, t_step):
         metrics.update(curvature_metrics(run.raw_model, []))
     print(line)
     run.logger.log(p.iter_num, metrics)
-
-
-class StopSignal:
-    """SIGTERM or SIGINT (a preemption, a kill, Ctrl-C) asks the run to finish its step, save and return.
-    Every process listens: torchrun forwards the signal to all of them."""
-
-    def __init__(self):
-        self.received = None
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
-            self.previous = {s: signal.signal(s, self._receive) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def _receive(self, signum, frame):
-        self.received = signum
-
-    def agreed(self, proc):
-        """Whether to stop now; under DDP a signal may reach the processes a step apart, so all stop at the
-        step where the first one saw it."""
-        stop = self.received is not None
-        if proc.ddp:
-            flag = torch.tensor(float(stop), device=proc.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            stop = flag.item() > 0
-        return stop
-
-    def restore(self):
-        for s, handler in self.previous.items():
-            signal.signal(s, handler)
 
 
 # ----------------------------------------------------------------------------- the loop

@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 
+import hellaswag
 import train
 from conftest import ROOT, fineweb_args, torchrun
-from loader import DataError, read_hellaswag
+from loader import DataError
 
 V = 10
 
@@ -39,18 +40,18 @@ ITEMS = [
 
 def test_scores_match_a_hand_computation():
     model = CountingModel()
-    total, mean = train.hellaswag_losses(model, ITEMS[1], block_size=16, device="cpu")
+    total, mean = hellaswag.losses(model, ITEMS[1], block_size=16, device="cpu")
     ln2, ln18 = math.log(2), math.log(18)
     torch.testing.assert_close(total, torch.tensor([4 * ln2 + ln18, ln18, ln2 + ln18, ln18]))
     torch.testing.assert_close(mean, torch.tensor([(4 * ln2 + ln18) / 5, ln18, (ln2 + ln18) / 2, ln18]))
-    acc = sum(int(train.hellaswag_losses(model, it, 16, "cpu")[0].argmin()) == it["label"] for it in ITEMS) / 3
-    acc_norm = sum(int(train.hellaswag_losses(model, it, 16, "cpu")[1].argmin()) == it["label"] for it in ITEMS) / 3
+    acc = sum(int(hellaswag.losses(model, it, 16, "cpu")[0].argmin()) == it["label"] for it in ITEMS) / 3
+    acc_norm = sum(int(hellaswag.losses(model, it, 16, "cpu")[1].argmin()) == it["label"] for it in ITEMS) / 3
     assert (acc, acc_norm) == (1 / 3, 2 / 3)
 
 
 def test_rows_longer_than_the_context_keep_their_end():
     """block_size 2: only the last 3 tokens of each row are fed, so only the last two predictions are scored."""
-    total, _ = train.hellaswag_losses(CountingModel(), {"ctx": [1, 2, 3], "endings": [[4, 5, 6], [4, 5, 0],
+    total, _ = hellaswag.losses(CountingModel(), {"ctx": [1, 2, 3], "endings": [[4, 5, 6], [4, 5, 0],
                                                                                       [9, 9, 9], [4, 1, 2]],
                                                         "label": 0}, block_size=2, device="cpu")
     ln2, ln18 = math.log(2), math.log(18)
@@ -79,7 +80,7 @@ def hellaswag_dir(tmp_path_factory, gpt2_offline):
 
 
 def test_prepare_tokenizes_context_and_space_prefixed_endings(hellaswag_dir, gpt2_offline):
-    items = read_hellaswag(str(hellaswag_dir / "hellaswag_val_tokens.jsonl"))
+    items = hellaswag.read(str(hellaswag_dir / "hellaswag_val_tokens.jsonl"))
     assert len(items) == 3 and [it["label"] for it in items] == [3, 0, 0]
     assert gpt2_offline.decode(items[0]["ctx"]) == RAW[0]["ctx"]
     assert [gpt2_offline.decode(e) for e in items[0]["endings"]] == [" " + e for e in RAW[0]["endings"]]
@@ -93,10 +94,10 @@ def test_prepare_and_loader_reject_bad_files(tmp_path, gpt2_offline):
     assert not (tmp_path / "o").exists()
     (tmp_path / "t.jsonl").write_text('{"ctx": [1], "endings": [[2]], "label": 0}\n')
     with pytest.raises(DataError, match="line 1: not a tokenized HellaSwag item"):
-        read_hellaswag(str(tmp_path / "t.jsonl"))
-    assert read_hellaswag(str(tmp_path / "absent.jsonl")) is None
+        hellaswag.read(str(tmp_path / "t.jsonl"))
+    assert hellaswag.read(str(tmp_path / "absent.jsonl")) is None
     with pytest.raises(DataError, match="run `python data/hellaswag/prepare.py`"):
-        read_hellaswag(str(tmp_path / "absent.jsonl"), required=True)
+        hellaswag.read(str(tmp_path / "absent.jsonl"), required=True)
 
 
 def hellaswag_records(out_dir):

@@ -4,6 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import fused_maps
 import geometry as geo
 from accuracy import lift_midpoint
 from model import GPTConfig
@@ -196,8 +197,8 @@ def test_geometry_checkpoint_same_gradients_less_memory(reference, residual, mon
     import bench
 
     calls = []  # the fused enter map runs again in backward when checkpointed
-    enter = geo.prev_token_enter
-    monkeypatch.setattr(geo, "prev_token_enter", lambda *args: calls.append(1) or enter(*args))
+    enter = fused_maps.prev_token_enter
+    monkeypatch.setattr(fused_maps, "prev_token_enter", lambda *args: calls.append(1) or enter(*args))
 
     a = make("hyperbolic", reference, residual, n_embd=32, n_head=4)
     b = make("hyperbolic", reference, residual, n_embd=32, n_head=4, geometry_checkpoint=True)
@@ -216,7 +217,7 @@ def test_geometry_checkpoint_same_gradients_less_memory(reference, residual, mon
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-6, atol=1e-7, msg=name)
     if reference == "prev_token":
         # the fused maps keep only h, U and per-vector scalars already: checkpointing recomputes the scalars, too
-        # little memory to measure at this size (README: 1.23× → 1.11× compiled at the CPU config); it must recompute
+        # little memory to measure at this size (docs/results.md: 1.23× → 1.11× compiled at the CPU config); it must recompute
         calls.clear()
         step(a)
         assert len(calls) == 2  # one per block
