@@ -1,9 +1,10 @@
-"""The default block's fused maps (geometry.prev_token_enter / prev_token_exit) against the composed maps they
+"""The default block's fused maps (fused_maps.prev_token_enter / prev_token_exit) against the composed maps they
 replace: values and gradients in float64 to rounding, float32 within float32's own error, gradcheck, the cached
 continuation, bf16 autocast, the model's two paths, and what the fused path keeps for backward."""
 import pytest
 import torch
 
+import fused_maps
 import geometry as geo
 from conftest import make, tokens
 
@@ -20,8 +21,8 @@ def composed(h, U, k, q=None):
 
 
 def fused(h, U, k, q=None):
-    u, cp, p2, _ = geo.prev_token_enter(h, k, q)
-    return u, geo.prev_token_exit(h, cp, p2, u * 0.7 + U, k, q)  # U depends on u, as in the block
+    u, cp, p2, _ = fused_maps.prev_token_enter(h, k, q)
+    return u, fused_maps.prev_token_exit(h, cp, p2, u * 0.7 + U, k, q)  # U depends on u, as in the block
 
 
 def inputs(kv, scale, dtype=torch.float64, shape=(2, 6, 3, 4), seed=0):
@@ -58,11 +59,35 @@ def test_gradcheck(kv):
     assert torch.autograd.gradcheck(fused, (h, U, k))
 
 
+EPS32 = torch.finfo(torch.float32).eps
+# Two float32 evaluations of one function each carry their own rounding error, in either direction, so they may
+# differ by twice the error of one; and the error of one evaluation varies with the kernels' summation order (from
+# CPU to CPU, ATEN_CPU_CAPABILITY, MKL version) by another factor of about 2 in these cases. Hence 4.
+ROUNDING_SLACK = 4
+
+
+def input_rounding_sensitivity(fn, args64, weights64, draws=4):
+    """How far fn's float64 outputs move when its inputs are rounded by up to float32's unit roundoff (eps/2): the
+    least error any float32 evaluation must be allowed, set by the case's conditioning. Near the clamps' kinks this
+    dominates the gradients (a point that rounding moves across a kink changes its gradient by O(1))."""
+    g = torch.Generator().manual_seed(0)
+    ref = values_and_grads(fn, args64, weights64)
+    worst = [0.0] * len(ref)
+    for _ in range(draws):
+        moved = [(t.detach() * (1 + EPS32 / 2 * (2 * torch.rand(t.shape, generator=g, dtype=t.dtype) - 1)))
+                 .requires_grad_() for t in args64]
+        worst = [max(w, rel(a, b)) for w, a, b in zip(worst, values_and_grads(fn, moved, weights64), ref)]
+    return worst
+
+
 @pytest.mark.parametrize("kv", [-1.0, -0.05, 0.3, 2.0])
 @pytest.mark.parametrize("scale", [1.0, 4.0])
 def test_float32_is_as_accurate_as_the_composed_maps_near_the_boundary(kv, scale, monkeypatch):
-    """Far out (projection and the artanh clamp active), both float32 paths are ill-conditioned alike; the
-    reference is float64 with float32's clamps, so that both compute the same function."""
+    """Far out (projection and the artanh clamp active) float32 is ill-conditioned: near the κ < 0 boundary the
+    rounding of ‖(−p) ⊕ x‖² is amplified by artanh's 1/(1 − r²), so both paths lose about 1e-3 of u. The reference
+    is float64 with float32's clamps, so that all compute the same function. The fused maps' error may be what
+    float32 costs in this case, measured as the larger of the composed maps' own float32 error (the rounding
+    inside the maps) and the input-rounding sensitivity (the kinks), within ROUNDING_SLACK."""
     args64, w64 = inputs(kv, scale, shape=(4, 32, 3, 16))
     args32 = [t.detach().float().requires_grad_() for t in args64]
     w32 = [t.float() for t in w64]
@@ -70,9 +95,10 @@ def test_float32_is_as_accurate_as_the_composed_maps_near_the_boundary(kv, scale
     monkeypatch.setitem(geo.PROJECT_EPS, torch.float64, geo.PROJECT_EPS[torch.float32])
     monkeypatch.setitem(geo._ARTANH_EPS, torch.float64, geo._ARTANH_EPS[torch.float32])
     ref = values_and_grads(composed, args64, w64)
-    for name, f, c, r in zip(["u", "h'", "∂h", "∂U", "∂κ"], f32, c32, ref):
+    floor = input_rounding_sensitivity(composed, args64, w64)
+    for name, f, c, r, s in zip(["u", "h'", "∂h", "∂U", "∂κ"], f32, c32, ref, floor):
         assert torch.isfinite(f).all()
-        assert rel(f, r) <= 2 * rel(c, r) + 1e-5, (name, rel(f, r), rel(c, r))
+        assert rel(f, r) <= ROUNDING_SLACK * max(rel(c, r), s, EPS32), (name, rel(f, r), rel(c, r), s)
 
 
 def test_finite_at_zero_vectors_kappa_zero_and_past_the_boundary():
@@ -104,22 +130,30 @@ def test_bf16_autocast_computes_in_float32():
     assert rel(out.double(), want[1]) < 1e-2  # only the bf16 rounding of h's input
 
 
+def model_loss_and_grads(model, idx, targets, stats):
+    model.zero_grad()
+    _, loss = model(idx, targets, stats=stats)
+    loss.backward()
+    return [loss.detach().double()] + [p.grad.double() for p in model.parameters() if p.grad is not None]
+
+
 @pytest.mark.parametrize("curvature", ["hyperbolic", "spherical", "zero", "free"])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_model_fused_path_equals_the_general_path(curvature, dtype):
-    """stats=[] sends the block through the general path (it collects health metrics); the rest is fused."""
-    model = make(curvature, "prev_token", "tangent", qk_norm=True).to(dtype)
-    idx = tokens()
-    targets = tokens(seed=2)
-    results = []
-    for stats in (None, []):
-        model.zero_grad()
-        _, loss = model(idx, targets, stats=stats)
-        loss.backward()
-        results.append([loss.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None])
-    tol = 1e-5 if dtype == torch.float32 else 1e-12
-    for a, b in zip(*results):
-        assert rel(a, b) < tol
+def test_model_fused_path_equals_the_general_path(curvature):
+    """stats=[] sends the block through the general path (it collects health metrics); the rest is fused. In
+    float64 the two are equal to rounding. In float32 each carries float32's error for this model, which is no
+    constant: QK-norm, softmax and the gradients' sums amplify rounding ~100× over eps here, and the summation
+    order of the kernels differs from CPU to CPU. So the bound is the general path's own float32 error against
+    float64 (the case's conditioning as float32 sees it), within ROUNDING_SLACK."""
+    idx, targets = tokens(), tokens(seed=2)
+    m32 = make(curvature, "prev_token", "tangent", qk_norm=True)
+    m64 = make(curvature, "prev_token", "tangent", qk_norm=True).double()
+    fused64, general64 = (model_loss_and_grads(m64, idx, targets, stats) for stats in (None, []))
+    for name, a, b in zip(["loss", *(n for n, p in m64.named_parameters() if p.grad is not None)], fused64, general64):
+        assert rel(a, b) < 1e-12, (name, rel(a, b))
+    fused32, general32 = (model_loss_and_grads(m32, idx, targets, stats) for stats in (None, []))
+    scale = max(max(rel(g, r) for g, r in zip(general32, general64)), EPS32)
+    assert max(rel(f, r) for f, r in zip(fused32, general64)) <= ROUNDING_SLACK * scale
+    assert max(rel(f, g) for f, g in zip(fused32, general32)) <= ROUNDING_SLACK * scale
 
 
 def saved_bytes(fn):
