@@ -7,7 +7,6 @@ header of 256 int32 — [0] = 20240520 (magic), [1] = 1 (version), [2] = number 
 as uint16.
 """
 import glob
-import json
 import os
 import pickle
 
@@ -148,7 +147,7 @@ def gpt2_encoding():
         return tiktoken.get_encoding("gpt2")
     except Exception as e:  # offline with no cache: requests, OSError, ValueError... all mean the same
         raise DataError(f"the GPT-2 tokenizer could not be loaded ({type(e).__name__}): tiktoken downloads it on "
-                        f"first use; offline, see README 'Sampling' for TIKTOKEN_CACHE_DIR") from None
+                        f"first use; offline, see docs/options.md 'Sampling' for TIKTOKEN_CACHE_DIR") from None
 
 
 def read_meta(path, prepare):
@@ -224,27 +223,3 @@ def open_dataset(data_dir, dataset, block_size, batch_size, rank, world, seed, e
         raise DataError("data_random_start applies to sharded datasets only (train.bin/val.bin are sampled "
                         "at random positions already)")
     return CharDataset(data_dir, dataset, block_size, batch_size, rank, seed, eval_iters)
-
-
-def read_hellaswag(path, required=False):
-    """HellaSwag items as data/hellaswag/prepare.py writes them (ctx and four endings as GPT-2 token ids, label),
-    or None when the file is absent and not required."""
-    if not os.path.exists(path):
-        if required:
-            raise DataError(f"{path} not found: run `python data/hellaswag/prepare.py` (or clear hellaswag_dir)")
-        return None
-    items = []
-    with open(path) as f:
-        for i, line in enumerate(f):
-            try:
-                item = json.loads(line)
-                ok = len(item["endings"]) == 4 and 0 <= item["label"] < 4 and item["ctx"]
-            except (json.JSONDecodeError, KeyError, TypeError):
-                ok = False
-            if not ok:
-                raise DataError(f"{path}, line {i + 1}: not a tokenized HellaSwag item; rerun "
-                                f"`python data/hellaswag/prepare.py`")
-            items.append(item)
-    if not items:
-        raise DataError(f"{path} holds no items; rerun `python data/hellaswag/prepare.py`")
-    return items

@@ -2,7 +2,7 @@
 A fair comparison in one command: every arm gets the same learning-rate grid and budget, its best rate is rerun
 with more seeds, and the table reports val loss at equal steps and at equal wall-clock.
 
-    python sweep.py                                   # the modern-block experiment (README: Results)
+    python sweep.py                                   # the modern-block experiment (docs/results.md)
     python sweep.py --max_iters 300 --lrs 1e-2 3e-2 --seeds 1337 1 --out out-sweep-quick
 
 Each run is `python train.py BASE --out_dir=OUT/ARM/lrLR-sSEED ...` in a subprocess, one at a time (wall-clock is

@@ -8,7 +8,7 @@
 # What differs here: torch.optim.Muon scales its update to match AdamW's RMS ('match_rms_adamw'), so both share
 # learning_rate (the record ran Muon at 0.1 × the AdamW rate with its own scaling); the schedule is train.py's
 # cosine to min_lr instead of the trapezoid; soft-cap and smear (later records) are off here, switches for the
-# ablation. The curved twin adds the geometry: κ₀ = −0.008 ≈ −1/head_size for head_size 128 (see README: Scale).
+# ablation. The curved twin adds the geometry: κ₀ = −0.008 ≈ −1/head_size for head_size 128 (see docs/model.md: Scale).
 #   torchrun --standalone --nproc_per_node=8 train.py config/train_fineweb_speedrun.py
 import os
 

@@ -15,7 +15,7 @@ n_embd = 384
 dropout = 0.2
 bias = False
 curvature = "hyperbolic"
-curvature_init = -0.02  # √|κ|·‖x‖ = O(1) for head_size 64 (see README, "Scale")
+curvature_init = -0.02  # √|κ|·‖x‖ = O(1) for head_size 64 (see docs/model.md, "Scale")
 reference = "prev_token"
 residual = "tangent"
 learning_rate = 1e-3

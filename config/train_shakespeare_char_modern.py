@@ -2,7 +2,7 @@
 # (modded-nanogpt): rotary positions, RMSNorm, QK-norm, ReLU² MLP, untied head, logit soft-cap, zero-initialised
 # output projections and the smear of the previous token's embedding, with Muon for the blocks' matrices.
 # Curved (hyperbolic, per-head κ, prev_token reference, tangent residual); _euclid is its Euclidean twin.
-# The learning rate is the best of the Muon sweep in the README on the GPT-2 block, not tuned for this one.
+# The learning rate is the best of the Muon sweep in docs/results.md on the GPT-2 block, not tuned for this one.
 import os
 
 exec(open(os.path.join(os.path.dirname(__file__), "train_shakespeare_char_cpu.py")).read())

@@ -74,12 +74,14 @@ def iter_texts(args):
 
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its reader errors become our one-line error
 
-    if args.input:
-        ds = load_dataset(check_inputs(args.input), data_files=args.input, split="train", streaming=True)
-    else:
-        name = {"10B": "sample-10BT", "100B": "sample-100BT"}[args.version]
-        ds = load_dataset("HuggingFaceFW/fineweb", name=name, split="train", streaming=True)
     try:
+        # Opening is inside the guard too: some versions of `datasets` read a local file's first rows (and fail on
+        # a malformed one) already here, others only while iterating.
+        if args.input:
+            ds = load_dataset(check_inputs(args.input), data_files=args.input, split="train", streaming=True)
+        else:
+            name = {"10B": "sample-10BT", "100B": "sample-100BT"}[args.version]
+            ds = load_dataset("HuggingFaceFW/fineweb", name=name, split="train", streaming=True)
         for i, doc in enumerate(ds):
             if "text" not in doc:
                 raise PrepareError(f"documents need a 'text' column; document {i} has {sorted(doc)}")

@@ -8,7 +8,7 @@ with GPT-2 BPE.
 Writes hellaswag_val_tokens.jsonl next to this file (or in --out_dir): one item per line,
 {"ctx": [token ids], "endings": [[ids], [ids], [ids], [ids]], "label": index of the true ending}. Each ending
 is tokenized with a leading space, as it follows the context in running text. train.py scores it at every
-evaluation of a GPT-2 BPE run when this file is present (see README: FineWeb).
+evaluation of a GPT-2 BPE run when this file is present (see docs/gpu.md).
 """
 import argparse
 import json
