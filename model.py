@@ -81,7 +81,9 @@ class GPTConfig:
     mlp: str = "gelu"  # or 'relu2': ReLU(x)²
     tie_embeddings: bool = True  # the output head shares the token embedding
     logit_softcap: float = 0.0  # c·tanh(logits/c) when > 0
-    zero_init_proj: bool = False  # attention's and the MLP's output projections start at 0
+    zero_init_proj: bool = False  # attention's and the MLP's output projections (and an untied head) start at 0
+    attn_scale: float = 0.0  # dot-product scores × this; 0 = 1/√head_size (GPT-2's)
+    attn_scale_learnable: bool = False  # one learnable score scale per head, starting at attn_scale (or 1/√head_size)
     smear: bool = False  # add a gated share of token t−1's embedding to token t's: e_t + λ·σ(g·e_t[:12])·e_{t−1}
 
     def __post_init__(self):
@@ -94,6 +96,11 @@ class GPTConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.logit_softcap < 0:
             raise ValueError(f"logit_softcap must be ≥ 0 (0 = off), got {self.logit_softcap}")
+        if self.attn_scale < 0:
+            raise ValueError(f"attn_scale must be ≥ 0 (0 = 1/√head_size), got {self.attn_scale}")
+        if self.attention == "distance" and (self.attn_scale or self.attn_scale_learnable):
+            raise ValueError("attn_scale and attn_scale_learnable scale dot-product scores; attention='distance' has "
+                             "its own learnable temperature")
         if self.pos_embedding == "rope" and self.head_size % 2:
             raise ValueError(f"pos_embedding='rope' needs an even head_size, got {self.head_size}")
         for name, allowed in CHOICES.items():
@@ -172,6 +179,10 @@ class CausalSelfAttention(nn.Module):
     learnable per-head temperature. aggregate='tangent' averages value vectors; 'midpoint' takes the
     gyromidpoint of the value points (the Einstein midpoint, for κ < 0) and maps it back to the tangent frame.
 
+    Dot-product scores are q·k × attn_scale (1/√head_size by default). With QK-norm, ‖q‖ = ‖k‖ = √head_size, so
+    every score lies within ±attn_scale·head_size: ±√head_size by default, ±5.7 at head_size 32 against ±11.3 at
+    the speedrun's 128; attn_scale = √128/head_size restores that headroom, attn_scale_learnable learns it per head.
+
     Why −d² and not −d: at κ = 0, d² = 4‖q − k‖² and softmax over keys cancels the ‖q‖² term, leaving
     (8 q·k − 4‖k‖²)/τ: dot-product attention with a penalty on long keys (the "L2 attention" of Kim et al.
     2021), smooth everywhere; −d has no gradient direction at q = k. τ starts at 8√head_size, which makes the
@@ -190,6 +201,11 @@ class CausalSelfAttention(nn.Module):
         self.rope, self.qk_norm = config.pos_embedding == "rope", config.qk_norm
         if config.attention == "distance":
             self.log_tau = nn.Parameter(torch.full((config.n_head,), math.log(8 * math.sqrt(config.head_size))))
+        self.scale = config.attn_scale or 1 / math.sqrt(config.head_size)
+        # None keeps SDPA's own 1/√head_size, bit for bit; a learnable scale multiplies q instead
+        self.sdpa_scale = 1.0 if config.attn_scale_learnable else (config.attn_scale or None)
+        if config.attn_scale_learnable:
+            self.q_scale = nn.Parameter(torch.full((config.n_head, 1, 1), self.scale))
 
     def forward(self, x, kappa=None, cache=None):
         """x [B, T, C]; kappa: κ [H or 1, 1] (None: κ = 0); cache: this block's generation cache (see GPT.new_cache),
@@ -204,6 +220,8 @@ class CausalSelfAttention(nn.Module):
             q, k = rotary(q, positions), rotary(k, positions)
         if self.qk_norm:
             q, k = F.rms_norm(q, (C // H,)), F.rms_norm(k, (C // H,))
+        if hasattr(self, "q_scale"):
+            q = q * self.q_scale.to(q.dtype)
         mask = None  # causal over x's own tokens
         if cache is not None:  # attend over the whole preallocated cache, masked: shapes never change
             if "k" not in cache:
@@ -214,7 +232,8 @@ class CausalSelfAttention(nn.Module):
             k, v, mask = cache["k"], cache["v"], cache["mask"]
         dropout = self.attn_dropout if self.training else 0.0
         if self.attention == "dot" and self.aggregate == "tangent":  # the fused kernel
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=mask is None,
+                                               scale=self.sdpa_scale)
         else:
             kappa = torch.zeros(1, 1, 1, device=x.device) if kappa is None else kappa.view(-1, 1, 1)
             if self.attention == "distance":
@@ -222,7 +241,8 @@ class CausalSelfAttention(nn.Module):
                 kp = geo.project(geo.expmap0(k, kappa), kappa)
                 scores = -geo.pairwise_dist(qp, kp, kappa).square() / self.log_tau.exp().view(H, 1, 1)
             else:
-                scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32)) / math.sqrt(C // H)
+                scores = (q @ k.transpose(-1, -2)).to(torch.promote_types(q.dtype, torch.float32))
+                scores = scores / math.sqrt(C // H) if self.sdpa_scale is None else scores * self.sdpa_scale
             mask = causal_mask(positions, k.size(2)) if mask is None else mask
             att = F.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1)
             att = F.dropout(att, p=dropout, training=self.training)
@@ -410,6 +430,8 @@ class GPT(nn.Module):
                 torch.nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
                 if config.zero_init_proj:
                     torch.nn.init.zeros_(p)
+        if config.zero_init_proj and not config.tie_embeddings:  # the speedrun's untied head starts at 0
+            torch.nn.init.zeros_(self.lm_head.weight)
         if self.smear is not None:
             torch.nn.init.zeros_(self.smear.gate.weight)
 

@@ -164,21 +164,76 @@ class MultiOptimizer:
             opt.load_state_dict(sd)
 
 
+def orthogonalize(g, steps=5, eps=1e-7):
+    """≈ U·Vᵀ for g = U·S·Vᵀ by Muon's quintic Newton–Schulz iteration X ← aX + (bXXᵀ + c(XXᵀ)²)X with
+    (a, b, c) = (3.4445, −4.7750, 2.0315), chosen to push small singular values up fast (Jordan et al. 2024): five
+    steps leave them in roughly [0.7, 1.2], which trains as well as exactly 1. In bfloat16, as Muon runs it; X is
+    first divided by its Frobenius norm (≥ the spectral norm), so the iteration starts inside its basin."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.bfloat16()
+    tall = g.size(0) > g.size(1)
+    if tall:  # the Gram matrix of the short side is the cheaper one
+        x = x.T
+    x.div_(x.norm().clamp(min=eps))
+    for _ in range(steps):
+        gram = x @ x.T
+        x = torch.addmm(x, torch.addmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    return x.T if tall else x
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (momentum, orthogonalized by Newton–Schulz) for 2-D weight matrices: Nesterov momentum, then each matrix
+    — or each of its `split` equal row blocks, so that a fused QKV projection is three matrices, as the speedrun's
+    Muon treats it — is replaced by orthogonalize(·) and applied with lr·0.2·√max(rows, cols) of its block, which
+    gives the update AdamW's typical RMS so both optimizers share one learning rate (torch.optim.Muon's
+    'match_rms_adamw'). Decoupled weight decay, as AdamW's, when weight_decay > 0."""
+
+    def __init__(self, params, lr=1e-3, momentum=0.95, nesterov=True, weight_decay=0.0, ns_steps=5):
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                                      ns_steps=ns_steps, split=1))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.dim() != 2 or p.size(0) % group["split"]:
+                    raise ValueError(f"Muon takes 2-D matrices whose rows split into {group['split']} blocks, "
+                                     f"got {tuple(p.shape)}")
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            m = group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p.grad))
+                buf.lerp_(p.grad, 1 - m)
+                update = p.grad.lerp(buf, m) if group["nesterov"] else buf
+                if group["weight_decay"]:
+                    p.mul_(1 - group["lr"] * group["weight_decay"])
+                n = p.size(0) // group["split"]
+                for rows, block in zip(p.split(n), update.split(n)):
+                    lr = group["lr"] * 0.2 * max(block.shape) ** 0.5
+                    rows.add_(orthogonalize(block, group["ns_steps"]), alpha=-lr)
+
+
 def configure_optimizers(model, weight_decay, learning_rate, betas, device_type, curvature_lr_mult=1.0,
                          optimizer="adamw"):
-    """AdamW with decay on ≥2-D weights only and the curvature in its own group (no decay, lr ×
-    curvature_lr_mult). optimizer='muon': torch.optim.Muon for the blocks' 2-D weight matrices (its
-    'match_rms_adamw' scaling lets it share AdamW's learning rate), AdamW for embeddings, head, gains,
-    biases, temperatures and curvature. Each group carries 'lr_mult' for the training loop's schedule."""
+    """AdamW with decay on ≥2-D weights only (not the smear's gate, which the speedrun does not decay) and the
+    curvature in its own group (no decay, lr × curvature_lr_mult). optimizer='muon': Muon for the blocks' 2-D weight
+    matrices, without weight decay as in the speedrun's records, attention's fused q, k, v projection as three
+    matrices; AdamW for embeddings, head, gains, biases, temperatures and curvature. Each group carries 'lr_mult'
+    for the training loop's schedule."""
     if optimizer not in ("adamw", "muon"):
         raise ValueError(f"optimizer={optimizer!r} is not one of ('adamw', 'muon')")
     curv = {id(p) for p in (model.curvature.parameters() if model.curvature is not None else [])}
+    no_decay = {id(p) for p in (model.smear.parameters() if model.smear is not None else [])}
     hidden = {id(p) for p in model.transformer.h.parameters() if p.dim() == 2} if optimizer == "muon" else set()
+    qkv = {id(b.attn.c_attn.weight) for b in model.transformer.h}
     params = [p for p in model.parameters() if p.requires_grad]
     rest = [p for p in params if id(p) not in curv and id(p) not in hidden]
     groups = [
-        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": weight_decay, "lr_mult": 1.0},
-        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "lr_mult": 1.0},
+        {"params": [p for p in rest if p.dim() >= 2 and id(p) not in no_decay], "weight_decay": weight_decay,
+         "lr_mult": 1.0},
+        {"params": [p for p in rest if p.dim() < 2 or id(p) in no_decay], "weight_decay": 0.0, "lr_mult": 1.0},
     ]
     curv_params = [p for p in params if id(p) in curv]
     if curv_params:
@@ -187,10 +242,9 @@ def configure_optimizers(model, weight_decay, learning_rate, betas, device_type,
     adamw = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
     if optimizer == "adamw":
         return adamw
-    if not hasattr(torch.optim, "Muon"):
-        raise ValueError(f"optimizer='muon' needs torch.optim.Muon (torch ≥ 2.9); this is torch {torch.__version__}")
-    muon = torch.optim.Muon([{"params": [p for p in params if id(p) in hidden], "lr_mult": 1.0}],
-                            lr=learning_rate, weight_decay=weight_decay, adjust_lr_fn="match_rms_adamw")
+    matrices = [p for p in params if id(p) in hidden]
+    muon = Muon([{"params": [p for p in matrices if id(p) in qkv], "split": 3, "lr_mult": 1.0},
+                 {"params": [p for p in matrices if id(p) not in qkv], "lr_mult": 1.0}], lr=learning_rate)
     return MultiOptimizer(muon, adamw)
 
 

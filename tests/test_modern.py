@@ -17,19 +17,23 @@ OPTION_SETS = {
     "rope": dict(pos_embedding="rope"), "rmsnorm": dict(norm="rmsnorm"), "qk_norm": dict(qk_norm=True),
     "relu2": dict(mlp="relu2"), "untied": dict(tie_embeddings=False), "softcap": dict(logit_softcap=2.0),
     "zero_init": dict(zero_init_proj=True), "smear": dict(smear=True), "all": ALL,
+    "attn_scale": dict(qk_norm=True, attn_scale=0.35),
+    "attn_scale_learnable": dict(qk_norm=True, attn_scale_learnable=True),
 }
 CURVED = [("hyperbolic", "prev_token", "tangent"), ("hyperbolic", "prev_token", "mobius"),
           ("spherical", "window", "mobius"), ("free", "origin", "mobius"), ("zero", "prev_token", "tangent")]
 
 
 def perturbed(model, seed=3):
-    """Give the parts that start at 0 (zero-initialised projections, the smear gate and λ) random values, so that
-    the checks below see them act."""
+    """Give the parts that start at 0 (zero-initialised projections and untied head, the smear gate and λ) random
+    values, so that the checks below see them act."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("c_proj.weight") or name.startswith("smear."):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            elif name == "lm_head.weight":  # GPT-2's init scale, as a tied head has it
+                p.copy_(0.02 * torch.randn(p.shape, generator=gen))
     return model
 
 
@@ -43,7 +47,7 @@ def test_zero_curvature_origin_mobius_equals_euclidean_with_the_same_options(opt
 
 
 @pytest.mark.parametrize("mode", [("euclidean", "prev_token", "tangent")] + CURVED, ids=lambda m: "-".join(m))
-@pytest.mark.parametrize("options", ["all", "rope", "smear"])
+@pytest.mark.parametrize("options", ["all", "rope", "smear", "attn_scale_learnable"])
 def test_causal_gradients_and_cached_generation_with_modern_options(mode, options):
     model = perturbed(make(*mode, **OPTION_SETS[options]))
     assert_causal(model)
@@ -127,3 +131,54 @@ def test_the_modern_model_trains(curvature):
                              "vocab_size": tiny_corpus()[1]}))
     losses, _ = train_losses(model, 50, optimizer="muon")
     assert sum(losses[-5:]) < 0.6 * sum(losses[:5]) and all(math.isfinite(x) for x in losses)
+
+
+def manual_attention(attn, x, scale):
+    """softmax(scale · q̂·k̂ᵀ, causal) v through c_proj, written out (QK-norm on, one sequence)."""
+    T, C = x.shape[1:]
+    H = attn.n_head
+    q, k, v = (t.view(T, H, C // H).transpose(0, 1) for t in attn.c_attn(x[0]).split(C, dim=1))
+    q, k = (t / t.square().mean(-1, keepdim=True).add(torch.finfo(t.dtype).eps).sqrt() for t in (q, k))
+    scores = (q @ k.transpose(-1, -2)) * scale.view(-1, 1, 1)
+    scores = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+    return attn.c_proj((scores.softmax(-1) @ v).transpose(0, 1).reshape(T, C))
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(attn_scale=0.35), dict(attn_scale=0.2, attn_scale_learnable=True)])
+def test_attention_scale_multiplies_the_scores(kw):
+    model = make("euclidean", qk_norm=True, **kw)
+    attn = model.transformer.h[0].attn
+    with torch.no_grad():
+        if kw.get("attn_scale_learnable"):
+            attn.q_scale.copy_(torch.tensor([0.1, 0.5]).view(2, 1, 1))  # per head
+        default = kw.get("attn_scale", 1 / math.sqrt(8))  # head_size 8
+        scale = attn.q_scale.flatten() if kw.get("attn_scale_learnable") else torch.full((2,), default)
+        x = torch.randn(1, 16, 16, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(attn(x)[0], manual_attention(attn, x, scale), rtol=1e-5, atol=1e-6)
+
+
+def test_learnable_scale_starts_at_the_fixed_one_and_learns():
+    fixed = make("hyperbolic", "prev_token", "tangent", qk_norm=True, attn_scale=0.3)
+    learnable = make("hyperbolic", "prev_token", "tangent", qk_norm=True, attn_scale=0.3, attn_scale_learnable=True)
+    learnable.load_state_dict(fixed.state_dict(), strict=False)
+    idx = tokens()
+    torch.testing.assert_close(full_logits(learnable, idx), full_logits(fixed, idx), rtol=1e-5, atol=1e-6)
+    _, loss = learnable(idx, tokens(seed=2))
+    loss.backward()
+    assert all(b.attn.q_scale.grad.abs().min() > 0 for b in learnable.transformer.h)
+
+
+def test_scale_options_are_checked():
+    with pytest.raises(ValueError, match="attn_scale must be ≥ 0"):
+        GPTConfig(attn_scale=-1.0)
+    with pytest.raises(ValueError, match="attention='distance' has its own learnable temperature"):
+        GPTConfig(attention="distance", attn_scale_learnable=True)
+
+
+def test_untied_head_starts_at_zero_with_zero_init_proj():
+    untied = make("euclidean", tie_embeddings=False, zero_init_proj=True)
+    assert not untied.lm_head.weight.any()
+    _, loss = untied(tokens(), tokens(seed=2))
+    assert loss.item() == pytest.approx(math.log(37), abs=1e-6)  # every token equally likely at init
+    tied = make("euclidean", zero_init_proj=True)
+    assert tied.lm_head.weight is tied.transformer.wte.weight and tied.lm_head.weight.any()

@@ -8,7 +8,7 @@ import fused_maps
 import geometry as geo
 from accuracy import lift_midpoint
 from model import GPTConfig
-from runtime import MultiOptimizer, configure_optimizers
+from runtime import Muon, MultiOptimizer, configure_optimizers, orthogonalize
 from conftest import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
                         train_losses)
 
@@ -157,9 +157,12 @@ def test_muon_optimizer_groups_training_and_state():
     opt = configure_optimizers(m, 0.1, 1e-3, (0.9, 0.95), "cpu", optimizer="muon")
     assert isinstance(opt, MultiOptimizer)
     muon, adamw = opt.optimizers
-    assert isinstance(muon, torch.optim.Muon)
+    assert isinstance(muon, Muon)
     hidden = {id(p) for blk in m.transformer.h for p in blk.parameters() if p.dim() == 2}
     assert {id(p) for g in muon.param_groups for p in g["params"]} == hidden
+    qkv, rest = muon.param_groups  # q, k and v orthogonalised as three matrices; no weight decay, as the speedrun's
+    assert [id(p) for p in qkv["params"]] == [id(b.attn.c_attn.weight) for b in m.transformer.h]
+    assert (qkv["split"], rest["split"], qkv["weight_decay"], rest["weight_decay"]) == (3, 1, 0.0, 0.0)
     in_adamw = {id(p) for g in adamw.param_groups for p in g["params"]}
     assert in_adamw.isdisjoint(hidden) and len(in_adamw | hidden) == len(list(m.parameters()))
     assert id(m.transformer.wte.weight) in in_adamw and id(m.transformer.h[0].attn.log_tau) in in_adamw
@@ -217,7 +220,8 @@ def test_geometry_checkpoint_same_gradients_less_memory(reference, residual, mon
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-6, atol=1e-7, msg=name)
     if reference == "prev_token":
         # the fused maps keep only h, U and per-vector scalars already: checkpointing recomputes the scalars, too
-        # little memory to measure at this size (docs/results.md: 1.23× → 1.11× compiled at the CPU config); it must recompute
+        # little memory to measure at this size (docs/results.md: 1.23× → 1.11× compiled at the CPU config); it must
+        # recompute
         calls.clear()
         step(a)
         assert len(calls) == 2  # one per block
@@ -287,3 +291,48 @@ def test_spherical_midpoint_aggregation_past_the_equator_is_the_sphere_midpoint(
         y = geo.logmap0(mid, k64).transpose(1, 2).reshape(2, 10, 16)
         want = attn.c_proj(y.float())
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_orthogonalize_maps_every_singular_value_near_one():
+    """Muon's five quintic Newton–Schulz steps leave singular values in about [0.7, 1.2] (not exactly 1: that is
+    the iteration's design), for wide, tall and square matrices whose singular values span two decades. (Much
+    smaller ones grow by about a = 3.4 a step, so five steps do not bring them all the way up.)"""
+    g = torch.Generator().manual_seed(0)
+    for shape in ((32, 96), (96, 32), (48, 48)):
+        u, _, vh = torch.linalg.svd(torch.randn(*shape, generator=g, dtype=torch.float64), full_matrices=False)
+        s = torch.logspace(-1, 1, min(shape), dtype=torch.float64)
+        sv = torch.linalg.svdvals(orthogonalize((u * s) @ vh).double())
+        assert 0.6 < sv.min() and sv.max() < 1.25, (shape, sv.min().item(), sv.max().item())
+
+
+def test_muon_treats_a_fused_qkv_matrix_as_three():
+    """One [3C, C] parameter with split=3 gets exactly the updates of three [C, C] parameters stepped alone."""
+    g = torch.Generator().manual_seed(0)
+    start = torch.randn(24, 8, generator=g)
+    fused, whole = start.clone().requires_grad_(), start.clone().requires_grad_()
+    parts = [t.clone().requires_grad_() for t in start.split(8)]
+    opts = Muon([{"params": [fused], "split": 3}], lr=0.02), Muon([{"params": parts}], lr=0.02), Muon([whole], lr=0.02)
+    for _ in range(3):
+        grad = torch.randn(24, 8, generator=g)
+        fused.grad, whole.grad = grad.clone(), grad.clone()
+        parts[0].grad, parts[1].grad, parts[2].grad = grad.split(8)
+        for opt in opts:
+            opt.step()
+    assert torch.equal(fused.detach(), torch.cat([p.detach() for p in parts]))
+    assert (whole.detach() - fused.detach()).abs().max() > 1e-3  # orthogonalised as one matrix, it is not the same
+
+
+def test_muon_weight_decay_is_decoupled_and_off_by_default():
+    p = torch.ones(4, 4, requires_grad=True)
+    p.grad = torch.zeros(4, 4)
+    Muon([p], lr=0.1).step()
+    assert torch.equal(p.detach(), torch.ones(4, 4))  # a zero gradient orthogonalises to 0; nothing decays
+    Muon([p], lr=0.1, weight_decay=0.5).step()
+    assert torch.allclose(p.detach(), torch.full((4, 4), 0.95))
+
+
+def test_the_smear_gate_is_not_weight_decayed():
+    m = make("euclidean", smear=True)
+    opt = configure_optimizers(m, 0.1, 1e-3, (0.9, 0.95), "cpu")
+    decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert id(m.smear.gate.weight) not in decayed and id(m.transformer.h[0].attn.c_attn.weight) in decayed
