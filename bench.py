@@ -13,6 +13,7 @@ alternating round by round so drift in the machine hits all of them alike; the t
 """
 import argparse
 import ast
+import json
 import os
 import statistics
 import sys
@@ -102,7 +103,7 @@ def bench_models(args):
     for spec in args.configs:
         for compiled in ([False, True] if args.compile else [False]):
             model = make_model(args, spec)
-            opt = configure_optimizers(model, 0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
+            opt = configure_optimizers(model, 0.1, 1e-4, (0.9, 0.95), device.split(":")[0], optimizer=args.optimizer)
             fwd = torch.compile(model) if compiled else model
 
             def step(fwd=fwd, opt=opt):
@@ -154,6 +155,12 @@ def bench_models(args):
         if args.peak_flops:
             line += f" {mfu * 100:>4.1f}% |"
         print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"settings": {k: v for k, v in vars(args).items() if k != "json"},
+                       "rows": [dict(name=name, ms=ms, tokens_per_s=tps, peak_mib=mem)
+                                for name, ms, tps, mem, *_ in rows]},
+                      f, indent=1)
     return rows
 
 
@@ -319,6 +326,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--peak_flops", type=float, default=0.0, help="the device's peak FLOP/s, for an MFU column")
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"], help="the optimizer each step runs")
+    p.add_argument("--json", default="", help="also write the training-step table's rows to this JSON file")
     args = p.parse_args(argv)
     if args.ops:
         return bench_ops(args)

@@ -6,9 +6,10 @@ with more seeds, and the table reports val loss at equal steps and at equal wall
     python sweep.py --max_iters 300 --lrs 1e-2 3e-2 --seeds 1337 1 --out out-sweep-quick
 
 Each run is `python train.py BASE --out_dir=OUT/ARM/lrLR-sSEED ...` in a subprocess, one at a time (wall-clock is
-only comparable between runs that did not share the machine). A finished run (its checkpoint at max_iters) is
-reused on a rerun. Writes OUT/sweep.json, OUT/sweep.md (the tables) and OUT/sweep.png (val loss against
-iteration and against wall-clock, mean over seeds at each arm's best rate).
+only comparable between runs that did not share the machine). A finished run (its summary.json, written when the
+run ends, for the same command) is reused on a rerun, so an interrupted sweep continues where it stopped. Writes
+OUT/sweep.json, OUT/sweep.md (the tables) and OUT/sweep.png (val loss against iteration and against wall-clock,
+mean over seeds at each arm's best rate). ladder.py runs these arms over model sizes with the same helpers.
 """
 import argparse
 import json
@@ -16,8 +17,6 @@ import os
 import statistics
 import subprocess
 import sys
-
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ARMS = [  # (name, overrides): the modern block, the same optimizer for all; smear set explicitly in every arm
@@ -27,7 +26,11 @@ ARMS = [  # (name, overrides): the modern block, the same optimizer for all; sme
     ("hyp-prev-tangent", ["--curvature=hyperbolic", "--reference=prev_token", "--residual=tangent", "--smear=False"]),
     ("hyp-prev-tangent+smear", ["--curvature=hyperbolic", "--reference=prev_token", "--residual=tangent",
                                 "--smear=True"]),
+    # κ of either sign per head, starting flat so that no sign is preferred: mixed curvature
+    ("free-prev-tangent", ["--curvature=free", "--curvature_init=0.0", "--reference=prev_token", "--residual=tangent",
+                           "--smear=False"]),
 ]
+DEFAULT_ARMS = ["euclid", "euclid+smear", "zero-prev-tangent", "hyp-prev-tangent", "hyp-prev-tangent+smear"]
 
 
 def records(out_dir):
@@ -35,29 +38,50 @@ def records(out_dir):
         return [json.loads(line) for line in f]
 
 
-def finished(out_dir, max_iters):
-    path = os.path.join(out_dir, "ckpt.pt")
-    return os.path.exists(path) and torch.load(path, weights_only=True)["iter_num"] == max_iters
+def train_run(out_dir, options, label, keep_checkpoint=True):
+    """`python train.py *options` into out_dir, or the summary of a finished run of the same options there. The
+    summary: evaluations [(iter, wall-clock s, val loss)], median ms/iter, and the last logged κ per block and head
+    ({} for a Euclidean run). It is written when the run ends, so a run cut short is run again."""
+    path = os.path.join(out_dir, "summary.json")
+    if os.path.exists(path):
+        with open(path) as f:
+            summary = json.load(f)
+        if summary["options"] == list(options):
+            return summary
+    cmd = [sys.executable, os.path.join(HERE, "train.py"), *options, f"--out_dir={out_dir}", "--overwrite=True"]
+    print(f"=== {label}", flush=True)
+    r = subprocess.run(cmd, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        sys.exit(f"error: run {out_dir} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
+    recs = records(out_dir)
+    ms = [r["ms_per_iter"] for r in recs if "ms_per_iter" in r]
+    kappa = next(({k: v for k, v in r.items() if k.startswith("curvature/") and "/head" in k}
+                  for r in reversed(recs) if any(k.startswith("curvature/") for k in r)), {})
+    summary = {"options": list(options),
+               "evals": [(r["iter"], r["wall"], r["val/loss"]) for r in recs if "val/loss" in r],
+               "ms_per_iter": statistics.median(ms) if ms else float("nan"), "kappa": kappa}
+    with open(path + ".tmp", "w") as f:
+        json.dump(summary, f)
+    os.replace(path + ".tmp", path)
+    if not keep_checkpoint:  # the ladder keeps its runs' logs and summaries, not hundreds of MiB of weights
+        os.remove(os.path.join(out_dir, "ckpt.pt"))
+    return summary
+
+
+def schedule(lr, iters, eval_interval):
+    """The same schedule shape for every run: 10% warmup, cosine to lr/10 at the end."""
+    return [f"--learning_rate={lr}", f"--min_lr={lr / 10}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
+            f"--warmup_iters={max(1, iters // 10)}", f"--eval_interval={eval_interval}"]
 
 
 def run(args, arm, lr, seed):
-    """Train one run (or reuse a finished one); return its evaluations and median ms/iter."""
+    """Train one run of the sweep (or reuse a finished one); return its evaluations and median ms/iter."""
     out_dir = os.path.join(args.out, arm[0], f"lr{lr:g}-s{seed}")
-    if not finished(out_dir, args.max_iters):
-        cmd = [sys.executable, os.path.join(HERE, "train.py"), args.base, f"--out_dir={out_dir}", "--overwrite=True",
-               f"--learning_rate={lr}", f"--min_lr={lr / 10}", f"--max_iters={args.max_iters}",
-               f"--lr_decay_iters={args.max_iters}", f"--warmup_iters={max(1, args.max_iters // 10)}",
-               f"--eval_interval={args.eval_interval}", f"--seed={seed}", f"--device={args.device}", *arm[1],
-               *args.extra]
-        print(f"=== {arm[0]} lr={lr:g} seed={seed}", flush=True)
-        r = subprocess.run(cmd, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        if r.returncode != 0:
-            sys.exit(f"error: run {out_dir} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
-    recs = records(out_dir)
-    evals = [(r["iter"], r["wall"], r["val/loss"]) for r in recs if "val/loss" in r]
-    ms = [r["ms_per_iter"] for r in recs if "ms_per_iter" in r]
-    return {"out_dir": out_dir, "lr": lr, "seed": seed, "evals": evals,
-            "ms_per_iter": statistics.median(ms) if ms else float("nan")}
+    options = [args.base, *schedule(lr, args.max_iters, args.eval_interval), f"--seed={seed}",
+               f"--device={args.device}", *arm[1], *args.extra]
+    summary = train_run(out_dir, options, f"{arm[0]} lr={lr:g} seed={seed}")
+    return {"out_dir": out_dir, "lr": lr, "seed": seed, "evals": summary["evals"],
+            "ms_per_iter": summary["ms_per_iter"]}
 
 
 def at_wall(evals, budget):
@@ -158,7 +182,7 @@ def main(argv=None):
     p.add_argument("--eval_interval", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="out-sweep")
-    p.add_argument("--arms", nargs="+", default=[a[0] for a in ARMS], help=f"a subset of {[a[0] for a in ARMS]}")
+    p.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, help=f"a subset of {[a[0] for a in ARMS]}")
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py overrides for every run")
     args = p.parse_args(argv)
     unknown = set(args.arms) - {a[0] for a in ARMS}

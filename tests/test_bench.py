@@ -1,4 +1,5 @@
 """bench.py runs end to end at a tiny size and prints honest tables (speed is measured there, not asserted)."""
+import json
 import re
 
 import bench
@@ -55,3 +56,12 @@ def test_memory_table_has_a_slope_and_batch_sizes_that_fit(capsys):
     assert abs(rows[0]["resident"] - 12 * n_params) < 1024
     header = table_rows(capsys.readouterr().out)[0]
     assert header[-1] == "batch in 24 / 40 / 80 GiB" and "step, batch 4" in header
+
+
+def test_json_rows_with_muon_are_the_table_rows(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    rows = bench.main(TINY + ["--configs", "euclidean:qk_norm=True", "zero:prev_token:tangent:attn_scale=0.5",
+                              "--optimizer", "muon", "--json", str(path)])
+    saved = json.loads(path.read_text())
+    assert [(r["name"], r["ms"]) for r in saved["rows"]] == [(r[0], r[1]) for r in rows]
+    assert saved["settings"]["optimizer"] == "muon"

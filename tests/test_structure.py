@@ -42,6 +42,7 @@ def imported_modules(name):
     ("accuracy", {"geometry"}),
     ("analyze", {"geometry", "loader", "runtime"}),
     ("sweep", set()),  # runs train.py in subprocesses
+    ("ladder", {"sweep"}),  # sweep's runs and pairing, over model sizes
 ])
 def test_imports_point_one_way(name, allowed):
     assert imported_modules(name) <= allowed, imported_modules(name) - allowed

@@ -1,0 +1,105 @@
+"""ladder.py: the arithmetic of its table by hand (paired Δ, interior-best detection and grid extension, the eager and
+compiled views), and the quick mode end to end on tiny runs: tuned alike, paired by seed, resumable."""
+import json
+import os
+import re
+import statistics
+
+import pytest
+
+import ladder
+from conftest import ROOT
+
+BASE = [(0, 0.0, 4.0), (10, 1.0, 3.0), (20, 2.0, 2.0)]  # (iter, wall-clock s, val loss)
+ARM = [(0, 0.0, 4.0), (10, 1.5, 2.8), (20, 3.0, 1.8)]
+
+
+def test_delta_in_each_view_by_hand():
+    assert ladder.delta(ARM, BASE, "steps") == pytest.approx(1.8 - 2.0)
+    # equal eager time: both at 2.0 s, the baseline's end; the arm is 1/3 of the way from 1.5 s to 3.0 s
+    assert ladder.delta(ARM, BASE, "eager") == pytest.approx((2.8 + (1.8 - 2.8) / 3) - 2.0)
+    # compiled ratio 1.25: the arm's 20 steps cost 25 baseline steps, so the arm is read at 16 steps
+    assert ladder.delta(ARM, BASE, "compiled", 1.25) == pytest.approx((2.8 + (1.8 - 2.8) * 0.6) - 2.0)
+    # ratio 0.8: the arm is cheaper, so the baseline is read at 16 steps against the arm's 20
+    assert ladder.delta(ARM, BASE, "compiled", 0.8) == pytest.approx(1.8 - (3.0 + (2.0 - 3.0) * 0.6))
+    assert ladder.delta(ARM, BASE, "compiled", 1.0) == ladder.delta(ARM, BASE, "steps")
+
+
+def test_interpolate_stays_inside_the_curve():
+    pts = [(0, 1.0), (10, 3.0)]
+    assert ladder.interpolate(pts, 2.5) == pytest.approx(1.5)
+    assert ladder.interpolate(pts, 10) == 3.0 and ladder.interpolate(pts, 11) is None
+
+
+def test_best_rate_is_interior_only_between_the_edges_and_the_grid_extends_past_an_edge():
+    assert ladder.best_rate({1e-3: 2.0, 3e-3: 1.9, 1e-2: 2.1}) == (3e-3, True)
+    assert ladder.best_rate({1e-3: 1.8, 3e-3: 1.9, 1e-2: 2.1}) == (1e-3, False)
+    extended = {"low": 0, "high": 0}
+    grid = {1e-2: 1.8, 3e-2: 1.9, 1e-1: 2.0}
+    assert ladder.next_rate(grid, 10 ** 0.5, extended, 2) == pytest.approx(3.2e-3)  # one √10 below, 2 digits
+    assert ladder.next_rate({1e-2: 2.0, 3e-2: 1.9}, 3.0, extended, 2) == pytest.approx(9e-2)
+    assert extended == {"low": 1, "high": 1}
+    extended["low"] = 2
+    assert ladder.next_rate(grid, 10 ** 0.5, extended, 2) is None  # that side has had its extensions
+    assert ladder.next_rate({1e-3: 2.0, 3e-3: 1.9, 1e-2: 2.1}, 3.0, {"low": 0, "high": 0}, 2) is None
+
+
+def test_non_embedding_parameters_are_those_of_the_blocks():
+    from model import GPT, GPTConfig
+
+    m = GPT(GPTConfig(n_layer=3, n_head=2, n_embd=64, vocab_size=50, block_size=16, bias=False, norm="rmsnorm",
+                      tie_embeddings=False, curvature="euclidean"))
+    blocks = sum(p.numel() for p in m.transformer.h.parameters())
+    assert ladder.non_embedding_params(3, 64) == blocks
+
+
+def test_the_bench_spec_has_the_modern_configs_model_options():
+    config = {"__file__": os.path.join(ROOT, "config", "train_shakespeare_char_modern.py")}
+    exec(open(config["__file__"]).read(), config)
+    for part in ladder.MODERN.split(":"):
+        key, value = part.split("=")
+        assert str(config[key]) == value, key
+
+
+@pytest.mark.slow
+def test_quick_ladder_tables_follow_from_its_runs(char_data, tmp_path, capsys):
+    out = tmp_path / "ladder"
+    args = ["--quick", "--out", str(out), "--lrs", "1e-2", "3e-2", "--max_extend", "1", "--arms", "euclid+smear",
+            "hyp-prev-tangent", "--free_sizes", "1x16", "--cost_ratios", "1.25", "0.8", "--extra", "--eval_iters=2",
+            "--batch_size=4", "--block_size=16", "--log_interval=2", f"--data_dir={char_data}"]
+    rows = ladder.main(args)
+    saved = json.loads((out / "ladder.json").read_text())
+    assert {(r["size"], r["arm"]) for r in rows} == {("1x16", "euclid+smear"), ("1x16", "hyp-prev-tangent"),
+                                                     ("1x16", "free-prev-tangent"), ("2x32", "euclid+smear"),
+                                                     ("2x32", "hyp-prev-tangent")}
+    for r in rows:
+        grid = {float(lr): v for lr, v in saved["grids"][r["size"]][r["arm"]].items()}
+        assert 2 <= len(grid) <= 3 and r["best_lr"] == min(grid, key=grid.get)  # the grid and at most one extension
+        assert r["interior"] == (min(grid) < r["best_lr"] < max(grid))
+        runs = saved["runs"][r["size"]][r["arm"]]
+        base = saved["runs"][r["size"]]["euclid+smear"]
+        assert sorted(runs) == ["1", "1337"]  # both seeds at the best rate
+        diffs = [runs[sd]["evals"][-1][2] - base[sd]["evals"][-1][2] for sd in runs]
+        assert r["steps"][0] == pytest.approx(statistics.mean(diffs))
+        assert r["steps"][1] == pytest.approx(statistics.stdev(diffs))
+        ratio = 1.25 if r["size"] == "1x16" else 0.8
+        want = [ladder.delta(runs[sd]["evals"], base[sd]["evals"], "compiled", ratio) for sd in runs]
+        assert r["compiled"][0] == pytest.approx(statistics.mean(want)) and r["ratio"] == ratio
+    free = next(r for r in rows if r["arm"] == "free-prev-tangent")
+    assert len(free["positive_heads"]) == 2 and all(len(per_seed) == 1 for per_seed in free["positive_heads"])
+    assert list(saved["length"]) == ["hyp-prev-tangent"] and saved["length"]["hyp-prev-tangent"][-1][0] == 16
+    assert "| 2x32 |" in (out / "ladder.md").read_text()
+    assert (out / "ladder.png").stat().st_size > 10_000 and (out / "ladder_length.png").stat().st_size > 10_000
+    assert not list(out.rglob("ckpt.pt"))  # logs and summaries are kept, weights are not
+    capsys.readouterr()
+    ladder.main(args)  # a rerun (or a resumed ladder) trains nothing again
+    assert "===" not in capsys.readouterr().out
+
+
+def test_bad_ladder_arguments_are_one_line_errors(tmp_path):
+    for argv, msg in ((["--sizes", "4by128"], "a size is LAYERSxWIDTH"), (["--sizes", "2x48"], "not a multiple"),
+                      (["--arms", "hyp-prev-tangent"], "including euclid+smear"),
+                      (["--iters", "1", "2"], "one value or one per size")):
+        with pytest.raises(SystemExit, match=re.escape(msg)):
+            ladder.main(argv + ["--out", str(tmp_path / "never")])
+        assert not (tmp_path / "never").exists()
