@@ -260,8 +260,9 @@ def start(cfg):
               Progress(), ckpt_path)
     run_id = restore(ckpt, run) if ckpt is not None else None
     if data.vocab["tokenizer"] == "gpt2":
-        run.hellaswag_items = hellaswag.read(os.path.join(cfg["hellaswag_dir"] or os.path.join(HERE, "data", "hellaswag"),
-                                                    "hellaswag_val_tokens.jsonl"), required=bool(cfg["hellaswag_dir"]))
+        hellaswag_dir = cfg["hellaswag_dir"] or os.path.join(HERE, "data", "hellaswag")
+        run.hellaswag_items = hellaswag.read(os.path.join(hellaswag_dir, "hellaswag_val_tokens.jsonl"),
+                                             required=bool(cfg["hellaswag_dir"]))
     if cfg["compile"]:
         run.model = torch.compile(run.model)
     if proc.ddp:

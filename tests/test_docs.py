@@ -40,7 +40,8 @@ def test_slug_follows_githubs_rules():
     assert slug("Measuring: bench.py, analyze.py and plots") == "measuring-benchpy-analyzepy-and-plots"
     assert slug("Before renting GPUs: what has been checked on a CPU") == \
         "before-renting-gpus-what-has-been-checked-on-a-cpu"
-    assert slug("Inside the models: anisotropy and δ-hyperbolicity") == "inside-the-models-anisotropy-and-δ-hyperbolicity"
+    assert slug("Inside the models: anisotropy and δ-hyperbolicity") == \
+        "inside-the-models-anisotropy-and-δ-hyperbolicity"
 
 
 def test_readme_is_a_front_page():
