@@ -3,7 +3,7 @@ Does curvature's gain hold as the model grows? The size ladder: the same arms, l
 several model sizes, with the gain against the baseline read three ways — at equal steps, at equal eager
 wall-clock, and at equal compiled cost — plus, at one size, against training length.
 
-    python ladder.py                                 # the CPU ladder of docs/results.md, one run at a time
+    python ladder.py --out results/ladder --extra --eval_iters=10   # the CPU ladder of docs/results.md
     python ladder.py --quick --out out-ladder-quick  # two tiny sizes, a few iterations: the pipeline in a minute
     python ladder.py --base config/train_fineweb_speedrun_euclid.py --sizes 6x384 12x768 --head_size 128 \\
         --iters 1000 5100 --eval_interval 125 --lrs 1e-3 3.6e-3 1e-2 --device cuda --extra --compile=True
@@ -278,12 +278,12 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--base", default="config/train_shakespeare_char_modern.py",
                    help="the config every run starts from (each arm sets its curvature)")
-    p.add_argument("--sizes", nargs="+", default=["2x64", "4x128", "6x192", "8x256"], help="LAYERSxWIDTH")
+    p.add_argument("--sizes", nargs="+", default=["2x32", "2x64", "4x128", "6x192"], help="LAYERSxWIDTH")
     p.add_argument("--iters", type=int, nargs="+", default=[600], help="iterations per size (one value: all)")
     p.add_argument("--head_size", type=int, default=32)
     p.add_argument("--arms", nargs="+", default=[BASELINE, "zero-prev-tangent", "hyp-prev-tangent"])
     p.add_argument("--free_sizes", nargs="*", default=None, help="sizes that also run free-prev-tangent "
-                   "(default: the two smallest)")
+                   "(default: 2x64 and 4x128 where they are on the ladder, else the two smallest)")
     p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2], help="the starting grid (geometric)")
     p.add_argument("--max_extend", type=int, default=2, help="grid extensions allowed past each edge")
     p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2], help="the first also runs the grid")
@@ -311,8 +311,9 @@ def parse(argv):
     if unknown:
         sys.exit(f"error: arms {sorted(unknown)}: choose from {[a for a, _ in sweep.ARMS]}, including {BASELINE}")
     args.iters_of = dict(zip(args.sizes, args.iters * len(args.sizes) if len(args.iters) == 1 else args.iters))
-    args.free_sizes = sorted(args.sizes, key=lambda s: non_embedding_params(*parse_size(s)))[:2] \
-        if args.free_sizes is None else args.free_sizes
+    if args.free_sizes is None:
+        by_size = sorted(args.sizes, key=lambda s: non_embedding_params(*parse_size(s)))
+        args.free_sizes = ["2x64", "4x128"] if {"2x64", "4x128"} <= set(args.sizes) else by_size[:2]
     if args.length_size and args.length_size not in args.sizes:
         sys.exit(f"error: --length_size {args.length_size} is not one of --sizes")
     return args
