@@ -44,9 +44,9 @@ import sweep
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASELINE = "euclid+smear"
 VIEWS = {"steps": "equal steps", "eager": "equal eager time", "compiled": "equal compiled cost"}
-# the model options of config/train_shakespeare_char_modern.py, as bench.py specs (tests hold the two equal)
-MODERN = ("pos_embedding=rope:norm=rmsnorm:qk_norm=True:attn_scale=0.3535533905932738:mlp=relu2:tie_embeddings=False:"
-          "logit_softcap=15.0:zero_init_proj=True")
+# the base config's model options that bench.py takes as a spec (the sizes and curvature come from each run)
+BENCH_KEYS = ("bias", "pos_embedding", "norm", "qk_norm", "attn_scale", "attn_scale_learnable", "mlp", "tie_embeddings",
+              "logit_softcap", "zero_init_proj")
 
 
 # ----------------------------------------------------------------------------- the arithmetic (tested by hand)
@@ -147,17 +147,31 @@ def tune(args, size, arm, iters):
     return {"grid": grid, "best_lr": best, "interior": interior, "runs": runs}
 
 
+def bench_setup(base):
+    """What bench.py needs to time the base config's model: its options as a spec, and the bench.py arguments for
+    its context, batch, vocabulary and κ₀. Config files are Python (as train.py runs them)."""
+    path = base if os.path.isabs(base) else os.path.join(HERE, base)
+    cfg = {"__file__": path}
+    exec(open(path).read(), cfg)
+    spec = ":".join(f"{k}={cfg[k]}" for k in BENCH_KEYS if k in cfg)
+    vocab = 65 if cfg.get("dataset", "shakespeare_char") == "shakespeare_char" else 50304
+    return spec, ["--block_size", str(cfg.get("block_size", 64)), "--batch_size", str(cfg.get("batch_size", 12)),
+                  "--vocab_size", str(vocab), "--curvature_init", str(cfg.get("curvature_init", -0.05))]
+
+
 def compiled_ratio(args, size):
     """Compiled ms/iter of the curved block over the baseline's at this size (bench.py, alternating rounds)."""
     if args.cost_ratios:
         return args.cost_ratios[args.sizes.index(size)]
-    path = os.path.join(args.out, "bench", f"{size}.json")
+    path = os.path.abspath(os.path.join(args.out, "bench", f"{size}.json"))
     if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         layers, width = parse_size(size)
-        base, curved = f"euclidean:smear=True:{MODERN}", f"hyperbolic:prev_token:tangent:smear=False:{MODERN}"
+        spec, context = bench_setup(args.base)
+        base, curved = f"euclidean:smear=True:{spec}", f"hyperbolic:prev_token:tangent:smear=False:{spec}"
         cmd = [sys.executable, os.path.join(HERE, "bench.py"), "--compile", "--optimizer", "muon", "--configs", base,
                curved, "--n_layer", str(layers), "--n_embd", str(width), "--n_head", str(width // args.head_size),
-               "--device", args.device, "--rounds", str(args.bench_rounds), "--json", path]
+               "--device", args.device, "--rounds", str(args.bench_rounds), "--json", path, *context]
         print(f"=== {size} bench.py --compile", flush=True)
         subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)
     with open(path) as f:

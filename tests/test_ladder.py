@@ -53,12 +53,40 @@ def test_non_embedding_parameters_are_those_of_the_blocks():
     assert ladder.non_embedding_params(3, 64) == blocks
 
 
-def test_the_bench_spec_has_the_modern_configs_model_options():
-    config = {"__file__": os.path.join(ROOT, "config", "train_shakespeare_char_modern.py")}
-    exec(open(config["__file__"]).read(), config)
-    for part in ladder.MODERN.split(":"):
-        key, value = part.split("=")
-        assert str(config[key]) == value, key
+@pytest.mark.parametrize("config", ["train_shakespeare_char_modern.py", "train_fineweb_speedrun.py"])
+def test_the_bench_spec_is_the_base_configs_model(config):
+    """bench.py builds the model of the spec and the context it is given; that model must be the base config's."""
+    import bench
+    from runtime import MODEL_KEYS
+
+    cfg = {"__file__": os.path.join(ROOT, "config", config)}
+    exec(open(cfg["__file__"]).read(), cfg)
+    spec, context = ladder.bench_setup(os.path.join("config", config))
+    got = bench.parse_spec("euclidean:" + spec)
+    for key in set(MODEL_KEYS) & set(cfg) - {"n_layer", "n_head", "n_embd", "block_size", "curvature", "reference",
+                                             "residual", "curvature_init", "dropout", "smear", "geometry_checkpoint"}:
+        assert got.get(key, bench.GPTConfig.__dataclass_fields__[key].default) == cfg[key], key
+    args = dict(zip(context[::2], context[1::2]))
+    assert int(args["--block_size"]) == cfg["block_size"] and float(args["--curvature_init"]) == cfg["curvature_init"]
+
+
+def test_compiled_ratio_runs_bench_once_and_divides_curved_by_baseline(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_bench(cmd, **kwargs):  # what bench.py --json writes: eager and compiled rows, baseline first
+        calls.append(cmd)
+        path = cmd[cmd.index("--json") + 1]
+        rows = [{"name": "euclidean", "ms": 10.0}, {"name": "euclidean +compile", "ms": 8.0},
+                {"name": "hyperbolic", "ms": 15.0}, {"name": "hyperbolic +compile", "ms": 9.0}]
+        with open(path, "w") as f:
+            json.dump({"rows": rows}, f)
+
+    monkeypatch.setattr(ladder.subprocess, "run", fake_bench)
+    args = ladder.parse(["--out", str(tmp_path / "deep" / "ladder"), "--sizes", "2x64", "--length_size", ""])
+    assert ladder.compiled_ratio(args, "2x64") == pytest.approx(9.0 / 8.0)
+    assert ladder.compiled_ratio(args, "2x64") == pytest.approx(9.0 / 8.0) and len(calls) == 1  # kept, not rerun
+    cmd = calls[0]
+    assert cmd[cmd.index("--n_head") + 1] == "2" and cmd[cmd.index("--optimizer") + 1] == "muon"
 
 
 @pytest.mark.slow
