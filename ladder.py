@@ -264,6 +264,8 @@ def plot(args, rows, length, out):
                         marker="o", capsize=3, label=label)
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xscale("log")
+        ax.minorticks_off()  # the sizes label the axis; log minor labels would overlap them
+        ax.set_xticks([r["params"] for r in mine], [f"{r['size']}\n{r['params']:,}" for r in mine], fontsize=8)
         ax.set_title(f"{arm} − {BASELINE}")
         ax.set_xlabel("non-embedding parameters")
         ax.grid(alpha=0.3)
