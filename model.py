@@ -201,11 +201,11 @@ class CausalSelfAttention(nn.Module):
         self.rope, self.qk_norm = config.pos_embedding == "rope", config.qk_norm
         if config.attention == "distance":
             self.log_tau = nn.Parameter(torch.full((config.n_head,), math.log(8 * math.sqrt(config.head_size))))
-        self.scale = config.attn_scale or 1 / math.sqrt(config.head_size)
         # None keeps SDPA's own 1/√head_size, bit for bit; a learnable scale multiplies q instead
         self.sdpa_scale = 1.0 if config.attn_scale_learnable else (config.attn_scale or None)
         if config.attn_scale_learnable:
-            self.q_scale = nn.Parameter(torch.full((config.n_head, 1, 1), self.scale))
+            start = config.attn_scale or 1 / math.sqrt(config.head_size)
+            self.q_scale = nn.Parameter(torch.full((config.n_head, 1, 1), start))
 
     def forward(self, x, kappa=None, cache=None):
         """x [B, T, C]; kappa: κ [H or 1, 1] (None: κ = 0); cache: this block's generation cache (see GPT.new_cache),
