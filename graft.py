@@ -38,27 +38,52 @@ ARMS = [
 PRETRAIN = "config/train_shakespeare_char_cpu_euclid.py"
 
 
-def pretrain_and_export(args):
-    """The stand-in for GPT-2: train (or reuse) the Euclidean CPU run, export it in GPT-2's format; its dir."""
+def pretrain(args):
+    """The stand-in for GPT-2: the Euclidean CPU run (trained, or reused); (its export's directory, its summary)."""
+    out = os.path.join(args.out, "pretrain")
+    return os.path.join(out, "hf"), train_run(out, pretrain_options(args), "pretrain (euclid)")
+
+
+def pretrain_options(args):
+    return [PRETRAIN, f"--max_iters={args.pretrain_iters}", f"--lr_decay_iters={args.pretrain_iters}",
+            f"--eval_interval={args.eval_interval}", f"--device={args.device}", *args.extra]
+
+
+def ensure_export(args):
+    """Export the pretrain run in GPT-2's format, before the first fine-tune that needs it. Only summaries are
+    committed, so on a fresh clone whose fine-tunes are all finished nothing is retrained; one that is not needs the
+    weights, and the pretrain run is trained again (the same command gives the same run)."""
     import pretrained
     from runtime import load_checkpoint, model_from_checkpoint
 
     out = os.path.join(args.out, "pretrain")
-    summary = train_run(out, [PRETRAIN, f"--max_iters={args.pretrain_iters}", f"--lr_decay_iters={args.pretrain_iters}",
-                              f"--eval_interval={args.eval_interval}", f"--device={args.device}", *args.extra],
-                        "pretrain (euclid)")
-    hf = os.path.join(out, "hf")
+    if os.path.exists(os.path.join(out, "hf", "model.safetensors")):
+        return
+    if not os.path.exists(os.path.join(out, "ckpt.pt")):
+        os.remove(os.path.join(out, "summary.json"))
+        train_run(out, pretrain_options(args), "pretrain (euclid), again for its weights")
     ckpt = load_checkpoint(os.path.join(out, "ckpt.pt"))
-    pretrained.export(model_from_checkpoint(ckpt), hf, ckpt.get("meta"))
-    return hf, summary
+    pretrained.export(model_from_checkpoint(ckpt), os.path.join(out, "hf"), ckpt.get("meta"))
 
 
 def finetune(args, hf, arm, seed):
     out = os.path.join(args.out, arm[0], f"s{seed}")
-    options = [*([args.base] if args.base else []), f"--init_from={hf}", f"--learning_rate={args.lr}", "--decay_lr=False", f"--max_iters={args.iters}",
-               f"--eval_interval={args.eval_interval}", f"--curvature_lr_mult={args.graft_lr_mult}", f"--seed={seed}",
-               f"--device={args.device}", *arm[1], *args.extra]
+    options = [*([args.base] if args.base else []), f"--init_from={hf}", f"--learning_rate={args.lr}",
+               "--decay_lr=False", f"--max_iters={args.iters}", f"--eval_interval={args.eval_interval}",
+               f"--curvature_lr_mult={args.graft_lr_mult}", f"--seed={seed}", f"--device={args.device}", *arm[1],
+               *args.extra]
+    if not args.init_from and not finished(out, options):
+        ensure_export(args)
     return train_run(out, options, f"{arm[0]} seed={seed}", keep_checkpoint=False)
+
+
+def finished(out, options):
+    """Whether sweep.train_run will reuse the run in `out` for these options."""
+    path = os.path.join(out, "summary.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return json.load(f)["options"] == list(options)
 
 
 def per_head(runs, prefix):
@@ -107,23 +132,29 @@ def write_table(rows, args, pre, path):
     print(text)
 
 
-def plot(results, path):
+def plot(results, seeds, path):
+    """Val loss against iteration (mean over seeds), and each arm's Δ against euclid paired by seed (mean ± std):
+    the seeds' evaluation batches differ, so the paired Δ is the sharp view."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    base = results["euclid"]
     for name, runs in results.items():
-        n = min(len(r["evals"]) for r in runs)
+        n = min(len(r["evals"]) for r in runs + base)
         xs = [runs[0]["evals"][i][0] for i in range(n)]
-        stats = [mean_std([r["evals"][i][2] for r in runs]) for i in range(n)]
-        ax.plot(xs, [m for m, _ in stats], marker=".", label=name)
-        ax.fill_between(xs, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
-    ax.set_xlabel("fine-tuning iteration")
-    ax.set_ylabel("val loss (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+        axes[0].plot(xs, [statistics.mean(r["evals"][i][2] for r in runs) for i in range(n)], marker=".", label=name)
+        stats = [mean_std([r["evals"][i][2] - b["evals"][i][2] for r, b in zip(runs, base)]) for i in range(n)]
+        axes[1].plot(xs, [m for m, _ in stats], marker=".", label=f"{name} − euclid")
+        axes[1].fill_between(xs, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
+    axes[0].set_ylabel(f"val loss (mean over seeds {seeds})")
+    axes[1].set_ylabel("Δ val loss, paired by seed (mean ± std)")
+    for ax in axes:
+        ax.set_xlabel("fine-tuning iteration")
+        ax.grid(alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -151,11 +182,11 @@ def main(argv=None):
         args.extra = ["--eval_iters=2", "--log_interval=5", *args.extra]
     if min(args.pretrain_iters, args.iters, args.eval_interval) <= 0 or args.lr <= 0:
         sys.exit("error: --pretrain_iters, --iters, --eval_interval and --lr must be positive")
-    hf, pre = (args.init_from, None) if args.init_from else pretrain_and_export(args)
+    hf, pre = (args.init_from, None) if args.init_from else pretrain(args)
     results = {arm[0]: [finetune(args, hf, arm, seed) for seed in args.seeds] for arm in ARMS}
     rows = summarize(results, args.seeds)
     write_table(rows, args, pre, os.path.join(args.out, "graft.md"))
-    plot(results, os.path.join(args.out, "graft.png"))
+    plot(results, args.seeds, os.path.join(args.out, "graft.png"))
     with open(os.path.join(args.out, "graft.json"), "w") as f:
         json.dump({"settings": vars(args), "pretrain": pre, "rows": rows, "runs": results}, f, indent=1)
     print(f"wrote {args.out}/graft.md, graft.png, graft.json")

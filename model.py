@@ -44,7 +44,7 @@ h' = logmap0(project(expmap0(h + f))): exactly h + f at κ = 0, GPT-2's block. S
 learns its way out. At α = 0 the function does not depend on κ, so κ's first gradient is 0; α's is not
 (∂p/∂α = logmap0(x_{t−1})), and once α moves κ has a gradient too. α = 1 is the plain prev_token reference. A graft
 with κ ≠ 0 at init is not GPT-2 at step 0: expmap0 saturates (and `project` clamps) where √|κ|·‖h‖ is large, and
-GPT-2's stream has slices of norm in the hundreds. The share runs on the general path below (not fused); its
+GPT-2's stream is large (its norm grows through the layers). The share runs on the general path below (not fused); its
 parameters are trained with κ's (no weight decay, lr × curvature_lr_mult).
 """
 import math

@@ -1,6 +1,7 @@
 """graft.py: its table's arithmetic by hand, and the quick mode end to end (pretrain, export, fine-tune from the
 export): every arm starts from the exported model's loss, and a rerun trains nothing again."""
 import json
+import shutil
 import statistics
 
 import pytest
@@ -50,3 +51,12 @@ def test_quick_graft_fine_tunes_every_arm_from_the_exported_model(char_data, tmp
     capsys.readouterr()
     graft.main(args)  # a rerun reuses every finished run
     assert "===" not in capsys.readouterr().out
+    # a fresh clone has the summaries, not the weights: nothing is retrained until a fine-tune needs the export
+    shutil.rmtree(out / "pretrain" / "hf")
+    (out / "pretrain" / "ckpt.pt").unlink()
+    graft.main(args)
+    assert "===" not in capsys.readouterr().out
+    (out / "share" / "s1" / "summary.json").unlink()
+    graft.main(args)
+    assert capsys.readouterr().out.count("===") == 2  # the pretrain again (for its weights), then that fine-tune
+    assert (out / "pretrain" / "hf" / "model.safetensors").exists()

@@ -143,7 +143,7 @@ def test_at_share_zero_kappa_has_no_gradient_and_the_share_has_one(tied):
 
 @pytest.mark.parametrize("over, reason", [
     (dict(curvature="free", curvature_init=0.0, reference="prev_token", residual="tangent"), "full weight"),
-    # at α = 0 only the clamp separates κ ≠ 0 from GPT-2: large for GPT-2's stream (norms in the hundreds), here
+    # at α = 0 only the clamp separates κ ≠ 0 from GPT-2: large for GPT-2's large stream, here
     # reached with a large |κ|
     (dict(curvature="free", curvature_init=-50.0, reference="prev_token", residual="tangent", reference_share=True),
      "κ starts at -50.0"),
