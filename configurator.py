@@ -54,9 +54,11 @@ def _parse_value(raw, default):
         return raw  # a bare word: the type check then reports it against the default's type
 
 
-def configure(defaults, argv):
-    """Apply config files and --key=value overrides in `argv` to a copy of `defaults`; return the new dict."""
+def configure(defaults, argv, explicit=None):
+    """Apply config files and --key=value overrides in `argv` to a copy of `defaults`; return the new dict.
+    `explicit`, a set, collects the keys that a config file changed or the command line set."""
     config = dict(defaults)
+    explicit = set() if explicit is None else explicit
     for arg in argv:
         if not arg.startswith("--"):
             if not os.path.isfile(arg):
@@ -74,6 +76,7 @@ def configure(defaults, argv):
                 if key in config and value is config[key]:
                     continue
                 config[key] = _check(key, value, defaults, f"config file {arg}")
+                explicit.add(key)
         else:
             body = arg[2:]
             if "=" not in body:
@@ -82,4 +85,5 @@ def configure(defaults, argv):
             if key not in defaults:
                 _check(key, None, defaults, "command line")
             config[key] = _check(key, _parse_value(raw, defaults[key]), defaults, "command line")
+            explicit.add(key)
     return config

@@ -299,7 +299,7 @@ def parse(argv):
     p.add_argument("--head_size", type=int, default=32)
     p.add_argument("--arms", nargs="+", default=[BASELINE, "zero-prev-tangent", "hyp-prev-tangent"])
     p.add_argument("--free_sizes", nargs="*", default=None, help="sizes that also run free-prev-tangent "
-                   "(default: 2x64 and 4x128 where they are on the ladder, else the two smallest)")
+                   "(default: every size but the smallest)")
     p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2], help="the starting grid (geometric)")
     p.add_argument("--max_extend", type=int, default=2, help="grid extensions allowed past each edge")
     p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2], help="the first also runs the grid")
@@ -329,7 +329,7 @@ def parse(argv):
     args.iters_of = dict(zip(args.sizes, args.iters * len(args.sizes) if len(args.iters) == 1 else args.iters))
     if args.free_sizes is None:
         by_size = sorted(args.sizes, key=lambda s: non_embedding_params(*parse_size(s)))
-        args.free_sizes = ["2x64", "4x128"] if {"2x64", "4x128"} <= set(args.sizes) else by_size[:2]
+        args.free_sizes = by_size[1:] if len(by_size) > 1 else by_size
     if args.length_size and args.length_size not in args.sizes:
         sys.exit(f"error: --length_size {args.length_size} is not one of --sizes")
     return args

@@ -151,13 +151,16 @@ def gpt2_encoding():
 
 
 def read_meta(path, prepare):
-    """meta.pkl, the vocabulary of train.bin/val.bin data (vocab_size, stoi, itos): without it the ids in the
-    .bin files cannot be decoded, nor the model's vocabulary sized."""
+    """meta.pkl, the vocabulary of train.bin/val.bin data: characters (vocab_size, stoi, itos), or
+    {'tokenizer': 'gpt2'} for GPT-2 BPE ids: without it the ids in the .bin files cannot be decoded, nor the
+    model's vocabulary sized."""
     if not os.path.exists(path):
         raise DataError(f"{path} not found: train.bin/val.bin data needs its vocabulary; run `{prepare}`")
     try:
         with open(path, "rb") as f:
             meta = pickle.load(f)
+        if isinstance(meta, dict) and meta.get("tokenizer") == "gpt2":
+            return meta
         if not isinstance(meta, dict) or not {"vocab_size", "stoi", "itos"} <= set(meta):
             raise ValueError("not a vocabulary (vocab_size, stoi, itos)")
     except Exception as e:  # truncated, corrupt or foreign: pickle raises many kinds
@@ -166,8 +169,9 @@ def read_meta(path, prepare):
 
 
 class CharDataset:
-    """Random windows from data_dir/{train,val}.bin (uint16 tokens, as data/shakespeare_char/prepare.py
-    writes them). Evaluation uses eval_iters batches drawn with a fixed seed: the same batches every time."""
+    """Random windows from data_dir/{train,val}.bin (uint16 tokens: characters, as data/shakespeare_char/prepare.py
+    writes them, or GPT-2 BPE, as data/shakespeare/prepare.py). Evaluation uses eval_iters batches drawn with a
+    fixed seed: the same batches every time."""
 
     eval_splits = ("train", "val")
 
@@ -187,6 +191,8 @@ class CharDataset:
         self.gen = torch.Generator().manual_seed(seed + rank)
         self.meta = read_meta(os.path.join(data_dir, "meta.pkl"), prepare)
         self.vocab = {"tokenizer": "chars", "size": self.meta["vocab_size"]}
+        if self.meta.get("tokenizer") == "gpt2":  # BPE ids: no character table; checkpoints decode with tiktoken
+            self.meta, self.vocab = None, {"tokenizer": "gpt2", "size": GPT2_VOCAB}
 
     def _batch(self, split, gen):
         # a fresh memmap per batch, as in nanoGPT: a long-lived one grows the process's memory

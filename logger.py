@@ -14,7 +14,8 @@ def kappa_summary(kappas):
 
 
 def curvature_metrics(raw_model, stats):
-    """Per block and head κ, per block mean, and geometry health from a forward pass's `stats`."""
+    """Per block and head κ (and the reference share α), per block mean, and geometry health from a forward
+    pass's `stats`."""
     out = {}
     if raw_model.curvature is None:
         return out
@@ -23,6 +24,10 @@ def curvature_metrics(raw_model, stats):
         for h, k in enumerate(row):
             out[f"curvature/block{l}/head{h}"] = k.item()
         out[f"curvature/block{l}/mean"] = row.mean().item()
+    for l, block in enumerate(raw_model.transformer.h):  # the graft's reference share α (reference_share)
+        if hasattr(block, "share"):
+            for h, a in enumerate(block.share.detach().float().cpu().view(-1)):
+                out[f"share/block{l}/head{h}"] = a.item()
     for l, s in enumerate(stats):
         out[f"geometry/block{l}/clamped"] = s["clamped"]
         out[f"geometry/block{l}/radius"] = s["radius"]

@@ -34,6 +34,18 @@ At κ ≡ 0 (curvature='zero') every map is the identity and ⊕ is +, so the bl
     u = x − x_{t−1},  x ← x + f            (tangent + prev_token)
     u = x,            x ← x + f            (mobius + origin: exactly nanoGPT)
 which is what lets the ablations separate "curvature helps" from "mixing in the previous token helps".
+
+Grafting curvature onto a pretrained Euclidean model (GPT-2, init_from='gpt2'; see pretrained.py). The second
+line above is not GPT-2's block: at κ = 0 its sublayers read x − x_{t−1}, not x. reference_share=True gives each
+head of each block a learnable share α of its reference point, p_t = α ⊗_κ p_t (Möbius scalar multiplication,
+α ⊗ x = expmap0(α·logmap0(x))), with α = 0 at init. At α = 0, p = 0 and the tangent residual gives
+h' = logmap0(project(expmap0(h + f))): exactly h + f at κ = 0, GPT-2's block. So a graft starts from κ = 0 as well
+(curvature='free' with curvature_init=0, or 'zero' for the share alone): its logits at step 0 are GPT-2's, and it
+learns its way out. At α = 0 the function does not depend on κ, so κ's first gradient is 0; α's is not
+(∂p/∂α = logmap0(x_{t−1})), and once α moves κ has a gradient too. α = 1 is the plain prev_token reference. A graft
+with κ ≠ 0 at init is not GPT-2 at step 0: expmap0 saturates (and `project` clamps) where √|κ|·‖h‖ is large, and
+GPT-2's stream is large (its norm grows through the layers). The share runs on the general path below (not fused); its
+parameters are trained with κ's (no weight decay, lr × curvature_lr_mult).
 """
 import math
 from dataclasses import dataclass
@@ -50,7 +62,7 @@ CHOICES = {  # the allowed values of GPTConfig's string options
     "curvature": ("euclidean", "zero", "hyperbolic", "spherical", "free", "fixed"),
     "reference": ("prev_token", "origin", "window"), "residual": ("mobius", "tangent"),
     "attention": ("dot", "distance"), "aggregate": ("tangent", "midpoint"), "geometry_dtype": ("float32", "float64"),
-    "pos_embedding": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "relu2"),
+    "pos_embedding": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "gelu_tanh", "relu2"),
 }
 
 
@@ -69,6 +81,7 @@ class GPTConfig:
     curvature_shared: bool = False  # one set of κ tied across all blocks
     reference: str = "prev_token"  # the tangent point of token t
     reference_window: int = 4  # reference='window': how many previous tokens' points to average
+    reference_share: bool = False  # p ← α ⊗ p with a learnable per-head share α starting at 0 (the graft, see above)
     residual: str = "tangent"  # how a sublayer's output joins the stream
     attention: str = "dot"  # scaled dot product, or −d_κ(q, k)²/τ
     aggregate: str = "tangent"  # average values as tangent vectors, or their gyromidpoint
@@ -78,7 +91,7 @@ class GPTConfig:
     pos_embedding: str = "learned"  # learned absolute positions, or rotary embeddings of q and k
     norm: str = "layernorm"  # or 'rmsnorm' (no learned gain, as the speedrun; also normalises the embedding)
     qk_norm: bool = False  # RMS-normalise each head's q and k
-    mlp: str = "gelu"  # or 'relu2': ReLU(x)²
+    mlp: str = "gelu"  # exact GELU; 'gelu_tanh': its tanh approximation (GPT-2's); 'relu2': ReLU(x)²
     tie_embeddings: bool = True  # the output head shares the token embedding
     logit_softcap: float = 0.0  # c·tanh(logits/c) when > 0
     zero_init_proj: bool = False  # attention's and the MLP's output projections (and an untied head) start at 0
@@ -110,6 +123,9 @@ class GPTConfig:
             raise ValueError(f"curvature='hyperbolic' needs curvature_init < 0, got {self.curvature_init}")
         if self.curvature == "spherical" and not self.curvature_init > 0:
             raise ValueError(f"curvature='spherical' needs curvature_init > 0, got {self.curvature_init}")
+        if self.reference_share and (self.curvature == "euclidean" or self.reference == "origin"):
+            raise ValueError("reference_share scales the reference point of a curved block: it needs a curvature other "
+                             "than 'euclidean' and reference='prev_token' or 'window'")
         if self.curvature != "euclidean" and self.reference == "origin" and self.residual == "tangent":
             # x ← expmap0(logmap0(x) + f): in tangent coordinates this is h ← h + f, exactly the Euclidean
             # model whatever κ is, so a "curved" run would silently be a Euclidean one.
@@ -261,7 +277,8 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
-        self.act = F.gelu if config.mlp == "gelu" else lambda z: F.relu(z).square()
+        self.act = {"gelu": F.gelu, "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+                    "relu2": lambda z: F.relu(z).square()}[config.mlp]
 
     def forward(self, x, kappa=None, cache=None):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
@@ -309,6 +326,8 @@ class Block(nn.Module):
         self.residual = config.residual
         self.geometry_dtype = {"float32": torch.float32, "float64": torch.float64}[config.geometry_dtype]
         self.geometry_checkpoint = config.geometry_checkpoint
+        if config.reference_share:  # α of each head: p_t = α ⊗ (the reference point); 0 at init, 1 is the plain one
+            self.share = nn.Parameter(torch.zeros(config.n_head, 1))
 
     def forward(self, h, kappa=None, stats=None, cache=None):
         """h: the stream [B, T, C] in the origin's tangent coordinates; kappa: κ [H or 1, 1], None for Euclidean;
@@ -327,7 +346,8 @@ class Block(nn.Module):
         def run(fn, *args):
             return checkpoint(fn, *args, use_reentrant=False) if recompute else fn(*args)
 
-        if self.reference == "prev_token" and self.residual == "tangent" and stats is None:
+        fused = self.reference == "prev_token" and self.residual == "tangent" and not hasattr(self, "share")
+        if fused and stats is None:
             out = self._fused_forward(h.view(B, T, H, C // H).to(gdtype), kappa, cache, stream, run)
             return out.view(B, T, C).to(stream)
         clamped = []  # fraction of points each projection moved, for the health metrics
@@ -376,7 +396,14 @@ class Block(nn.Module):
         return run(fused_maps.prev_token_exit, h, cp, p2, u, kappa, q)
 
     def _reference_points(self, x, kappa, cache):
-        """The tangent point p_t of every position (x: the block-input points [B, T, H, hs])."""
+        """The tangent point p_t of every position (x: the block-input points [B, T, H, hs]), scaled by the
+        share α when reference_share is on."""
+        p = self._reference_base(x, kappa, cache)
+        if hasattr(self, "share"):
+            p = geo.mobius_scalar_mul(self.share.to(p.dtype), p, kappa)
+        return p
+
+    def _reference_base(self, x, kappa, cache):
         if self.reference == "origin":
             return torch.zeros_like(x)
         if self.reference == "prev_token":

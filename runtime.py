@@ -116,8 +116,9 @@ def check_resume_compatible(ckpt_args, cfg, path):
                        f"{key}={ckpt_args[key]!r}; model options must match the checkpoint")
 
 
-def check_vocab_compatible(ckpt, vocab, meta, path):
-    """Resuming on data with another vocabulary would train the embeddings on ids that mean other tokens."""
+def check_vocab_compatible(ckpt, vocab, meta, path, action="resume"):
+    """Resuming (or fine-tuning, action='fine-tune') on data with another vocabulary would train the embeddings on
+    ids that mean other tokens."""
     ck_meta = ckpt.get("meta")
     # checkpoints from before "vocab" was recorded: character data carried meta, BPE data none
     ck_vocab = ckpt.get("vocab") or ({"tokenizer": "chars", "size": ck_meta["vocab_size"]} if ck_meta else
@@ -128,8 +129,8 @@ def check_vocab_compatible(ckpt, vocab, meta, path):
              for v in (ck_vocab, vocab)]
     if names[0] == names[1]:
         names[1] += " with other characters"
-    raise RunError(f"cannot resume {path}: it was trained on {names[0]}, but the data has {names[1]}; resume on the "
-                   f"data it was trained on")
+    raise RunError(f"cannot {action} {path}: it was trained on {names[0]}, but the data has {names[1]}; {action} on "
+                   f"the data it was trained on")
 
 
 # ----------------------------------------------------------------------------- optimizers
@@ -218,13 +219,14 @@ class Muon(torch.optim.Optimizer):
 def configure_optimizers(model, weight_decay, learning_rate, betas, device_type, curvature_lr_mult=1.0,
                          optimizer="adamw"):
     """AdamW with decay on ≥2-D weights only (not the smear's gate, which the speedrun does not decay) and the
-    curvature in its own group (no decay, lr × curvature_lr_mult). optimizer='muon': Muon for the blocks' 2-D weight
+    curvature (and the graft's reference share) in its own group (no decay, lr × curvature_lr_mult). optimizer='muon': Muon for the blocks' 2-D weight
     matrices, without weight decay as in the speedrun's records, attention's fused q, k, v projection as three
     matrices; AdamW for embeddings, head, gains, biases, temperatures and curvature. Each group carries 'lr_mult'
     for the training loop's schedule."""
     if optimizer not in ("adamw", "muon"):
         raise ValueError(f"optimizer={optimizer!r} is not one of ('adamw', 'muon')")
     curv = {id(p) for p in (model.curvature.parameters() if model.curvature is not None else [])}
+    curv |= {id(b.share) for b in model.transformer.h if hasattr(b, "share")}  # the graft's share goes with κ
     no_decay = {id(p) for p in (model.smear.parameters() if model.smear is not None else [])}
     hidden = {id(p) for p in model.transformer.h.parameters() if p.dim() == 2} if optimizer == "muon" else set()
     qkv = {id(b.attn.c_attn.weight) for b in model.transformer.h}

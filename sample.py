@@ -5,6 +5,7 @@ Sample from a trained kappaGPT checkpoint.
     python sample.py --out_dir=out --start="ROMEO:" --num_samples=3 --max_new_tokens=200
     python sample.py --out_dir=out --start=FILE:prompt.txt
     python sample.py --out_dir=out --compile=True       # compile the one-token decode step (once, then fast)
+    python sample.py --init_from=gpt2 --start="Hello,"  # OpenAI's GPT-2, or a Hugging Face GPT-2 directory
 
 Character-level checkpoints carry their vocabulary; other checkpoints decode with tiktoken's GPT-2 BPE.
 """
@@ -15,9 +16,11 @@ import torch
 
 from configurator import ConfigError, configure
 from loader import DataError, gpt2_encoding
+import pretrained
 from runtime import RunError, load_checkpoint, model_from_checkpoint, precision, resolve_device
 
 # ----------------------------------------------------------------------------- defaults
+init_from = "resume"  # 'resume' (out_dir/ckpt.pt), 'gpt2'…'gpt2-xl', or a Hugging Face GPT-2 directory
 out_dir = "out-shakespeare-char-cpu"
 start = "\n"  # the prompt, or FILE:path to read it from a file
 num_samples = 3
@@ -81,9 +84,17 @@ def sample(cfg):
     dev = resolve_device(cfg["device"])
     _, ctx = precision(cfg["dtype"], "cuda" if dev.startswith("cuda") else "cpu")
 
-    ckpt = load_checkpoint(os.path.join(cfg["out_dir"], "ckpt.pt"), map_location=dev)
-    model = model_from_checkpoint(ckpt).eval().to(dev)
-    codec = Codec(ckpt.get("meta"))
+    if cfg["init_from"] == "resume":
+        ckpt = load_checkpoint(os.path.join(cfg["out_dir"], "ckpt.pt"), map_location=dev)
+        model, meta = model_from_checkpoint(ckpt), ckpt.get("meta")
+    else:
+        if cfg["init_from"] == "scratch":
+            raise ConfigError("init_from='scratch' has nothing to sample from: use 'resume' (out_dir/ckpt.pt), a GPT-2 "
+                              "name or a Hugging Face GPT-2 directory")
+        pretrained.check_init_from(cfg["init_from"])
+        model, meta = pretrained.load_euclidean(cfg["init_from"])
+    model = model.eval().to(dev)
+    codec = Codec(meta)
     prompt = read_prompt(cfg["start"])
     ids = codec.encode(prompt)
     if not ids:

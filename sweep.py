@@ -40,8 +40,8 @@ def records(out_dir):
 
 def train_run(out_dir, options, label, keep_checkpoint=True):
     """`python train.py *options` into out_dir, or the summary of a finished run of the same options there. The
-    summary: evaluations [(iter, wall-clock s, val loss)], median ms/iter, and the last logged κ per block and head
-    ({} for a Euclidean run). It is written when the run ends, so a run cut short is run again."""
+    summary: evaluations [(iter, wall-clock s, val loss)], median ms/iter, and the last logged κ (and reference share
+    α) per block and head ({} for a Euclidean run). It is written when the run ends, so a run cut short is run again."""
     path = os.path.join(out_dir, "summary.json")
     if os.path.exists(path):
         with open(path) as f:
@@ -55,7 +55,7 @@ def train_run(out_dir, options, label, keep_checkpoint=True):
         sys.exit(f"error: run {out_dir} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
     recs = records(out_dir)
     ms = [r["ms_per_iter"] for r in recs if "ms_per_iter" in r]
-    kappa = next(({k: v for k, v in r.items() if k.startswith("curvature/") and "/head" in k}
+    kappa = next(({k: v for k, v in r.items() if k.startswith(("curvature/", "share/")) and "/head" in k}
                   for r in reversed(recs) if any(k.startswith("curvature/") for k in r)), {})
     summary = {"options": list(options),
                "evals": [(r["iter"], r["wall"], r["val/loss"]) for r in recs if "val/loss" in r],
@@ -63,8 +63,9 @@ def train_run(out_dir, options, label, keep_checkpoint=True):
     with open(path + ".tmp", "w") as f:
         json.dump(summary, f)
     os.replace(path + ".tmp", path)
-    if not keep_checkpoint:  # the ladder keeps its runs' logs and summaries, not hundreds of MiB of weights
-        os.remove(os.path.join(out_dir, "ckpt.pt"))
+    ckpt = os.path.join(out_dir, "ckpt.pt")  # (none when always_save_checkpoint=False saw no improvement)
+    if not keep_checkpoint and os.path.exists(ckpt):  # the ladder keeps logs and summaries, not MiB of weights
+        os.remove(ckpt)
     return summary
 
 

@@ -28,6 +28,7 @@ import torch
 
 from configurator import ConfigError, configure
 import hellaswag
+import pretrained
 from loader import DataError, open_dataset
 from logger import Logger, curvature_metrics, kappa_summary, truncate_metrics
 from model import GPT, GPTConfig
@@ -43,7 +44,7 @@ log_interval = 25
 eval_iters = 20  # train.bin/val.bin data: batches per split per evaluation, the same batches every time
 eval_only = False  # evaluate once and exit
 always_save_checkpoint = True  # save at every evaluation (else only when val loss improves)
-init_from = "scratch"  # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+init_from = "scratch"  # 'scratch', 'resume' (from out_dir/ckpt.pt), 'gpt2'…'gpt2-xl', or a Hugging Face GPT-2 dir
 overwrite = False  # let init_from='scratch' replace a run already in out_dir (else that is an error)
 # logging
 wandb_log = False
@@ -108,7 +109,8 @@ def validate(cfg):
             raise ConfigError(f"{key} must be in [0, 1), got {cfg[key]}")
     if not cfg["out_dir"]:
         raise ConfigError("out_dir is empty; name the directory for the checkpoint and logs")
-    for key, allowed in (("init_from", ("scratch", "resume")), ("backend", ("auto", "nccl", "gloo")),
+    pretrained.check_init_from(cfg["init_from"])
+    for key, allowed in (("backend", ("auto", "nccl", "gloo")),
                          ("dtype", ("auto", *DTYPES))):
         if cfg[key] not in allowed:
             raise ConfigError(f"{key}={cfg[key]!r} is not one of {allowed}")
@@ -164,8 +166,9 @@ class Run:
 
 
 def check_run_dir(cfg):
-    """A scratch run never replaces a run already in out_dir by accident; eval_only writes nothing there."""
-    if cfg["init_from"] != "scratch" or cfg["overwrite"] or cfg["eval_only"]:
+    """A new run (scratch or pretrained) never replaces a run already in out_dir by accident; eval_only writes
+    nothing there."""
+    if cfg["init_from"] == "resume" or cfg["overwrite"] or cfg["eval_only"]:
         return
     found = [f for f in ("ckpt.pt", "metrics.jsonl") if os.path.exists(os.path.join(cfg["out_dir"], f))]
     if found:
@@ -195,7 +198,7 @@ def prepare_out_dir(run):
     for stale in glob.glob(f"{run.ckpt_path}.tmp.*"):  # left by a process killed while saving
         os.remove(stale)
     metrics = os.path.join(out, "metrics.jsonl")
-    if run.cfg["init_from"] == "scratch":
+    if run.cfg["init_from"] != "resume":
         for old in (run.ckpt_path, metrics):
             if os.path.exists(old):
                 os.remove(old)
@@ -222,9 +225,35 @@ def restore(ckpt, run):
     return ckpt.get("wandb_run_id")
 
 
-def start(cfg):
-    """Check the options, join the process group, seed, open the data, build the model (or resume it from
-    out_dir/ckpt.pt), compile and wrap it, then open out_dir and the logger."""
+def build_model(cfg, data, ckpt_path, explicit, device):
+    """The model, its options and the checkpoint to restore (None unless resuming): from scratch, from
+    out_dir/ckpt.pt, or from GPT-2's weights (pretrained.py; `explicit` are the options the user set)."""
+    model_args = {k: cfg[k] for k in MODEL_KEYS} | {"vocab_size": data.meta["vocab_size"] if data.meta else 50304}
+    if cfg["init_from"] == "resume":
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+        # the architecture may come from the checkpoint (a fine-tuned GPT-2's sizes are in no config); what was set
+        # must agree with it
+        arch = {k: ckpt["model_args"][k] for k in pretrained.ARCH_KEYS if k not in explicit and k in ckpt["model_args"]}
+        check_resume_compatible(ckpt["model_args"], cfg | arch, ckpt_path)
+        check_vocab_compatible(ckpt, data.vocab, data.meta, ckpt_path)
+        if ckpt["config"].get("optimizer", "adamw") != cfg["optimizer"]:
+            raise RunError(f"cannot resume {ckpt_path}: optimizer={cfg['optimizer']!r} but the checkpoint was "
+                           f"trained with optimizer={ckpt['config'].get('optimizer', 'adamw')!r}")
+        model_args = dict(ckpt["model_args"], **{k: cfg[k] for k in RESUME_MAY_CHANGE})
+        return GPT(model_config(model_args)), model_args, ckpt
+    if cfg["init_from"] == "scratch":
+        return GPT(model_config(model_args)), model_args, None
+    model, model_args, vocab, meta = pretrained.load(cfg["init_from"], cfg, explicit, DEFAULTS)
+    check_vocab_compatible({"vocab": vocab, "meta": meta}, data.vocab, data.meta, cfg["init_from"], "fine-tune")
+    caveats = pretrained.graft_caveats(model.config)
+    if caveats:
+        print(f"note: this model does not start as {cfg['init_from']}'s function: {'; '.join(caveats)}")
+    return model, model_args, None
+
+
+def start(cfg, explicit=()):
+    """Check the options, join the process group, seed, open the data, build the model (from scratch, from
+    out_dir/ckpt.pt or from GPT-2's weights), compile and wrap it, then open out_dir and the logger."""
     validate(cfg)
     model_config({k: cfg[k] for k in MODEL_KEYS})  # a bad model option fails before any work is done
     check_run_dir(cfg)
@@ -238,17 +267,8 @@ def start(cfg):
                         cfg["block_size"], cfg["batch_size"], proc.rank, proc.world, cfg["seed"], cfg["eval_iters"],
                         cfg["val_tokens"], cfg["data_random_start"])
     ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
-    model_args = {k: cfg[k] for k in MODEL_KEYS} | {"vocab_size": data.meta["vocab_size"] if data.meta else 50304}
-    ckpt = None
-    if cfg["init_from"] == "resume":
-        ckpt = load_checkpoint(ckpt_path, map_location=proc.device)
-        check_resume_compatible(ckpt["model_args"], cfg, ckpt_path)
-        check_vocab_compatible(ckpt, data.vocab, data.meta, ckpt_path)
-        if ckpt["config"].get("optimizer", "adamw") != cfg["optimizer"]:
-            raise RunError(f"cannot resume {ckpt_path}: optimizer={cfg['optimizer']!r} but the checkpoint was "
-                           f"trained with optimizer={ckpt['config'].get('optimizer', 'adamw')!r}")
-        model_args = dict(ckpt["model_args"], **{k: cfg[k] for k in RESUME_MAY_CHANGE})
-    raw_model = GPT(model_config(model_args)).to(proc.device)
+    raw_model, model_args, ckpt = build_model(cfg, data, ckpt_path, explicit, proc.device)
+    raw_model.to(proc.device)
     try:
         optimizer = configure_optimizers(raw_model, cfg["weight_decay"], cfg["learning_rate"],
                                          (cfg["beta1"], cfg["beta2"]), proc.device_type, cfg["curvature_lr_mult"],
@@ -422,9 +442,10 @@ def log_step(run, loss, grad_norm, lr, t_step):
 # ----------------------------------------------------------------------------- the loop
 
 
-def train(cfg):
-    """Run one training job described by the config dict `cfg`; returns a summary for scripts and tests."""
-    run = start(cfg)
+def train(cfg, explicit=()):
+    """Run one training job described by the config dict `cfg` (`explicit`: the keys the user set, which a
+    pretrained model's architecture must agree with); returns a summary for scripts and tests."""
+    run = start(cfg, explicit)
     p, stop, first_iter = run.progress, StopSignal(), run.progress.iter_num
     summary = {"val_loss": None, "train_loss": None}
     p.started = time.time()
@@ -472,8 +493,9 @@ def main(argv=None):
     128 + the signal's number (143 for SIGTERM, 130 for Ctrl-C), as a shell reports it, with the checkpoint saved."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        cfg = configure(DEFAULTS, argv)
-        summary = train(cfg)
+        explicit = set()
+        cfg = configure(DEFAULTS, argv, explicit)
+        summary = train(cfg, explicit)
     except (ConfigError, RunError, DataError) as e:
         sys.exit(f"error: {e}")
     if summary.get("stop_signal"):

@@ -37,12 +37,15 @@ def imported_modules(name):
     ("runtime", {"model", "configurator", "loader"}),
     ("hellaswag", {"loader"}),
     ("logger", {"runtime"}),
-    ("sample", {"runtime", "configurator", "loader"}),
+    ("sample", {"runtime", "configurator", "loader", "pretrained"}),
+    ("pretrained", {"model", "runtime", "configurator"}),  # GPT-2's weights in and out
+    ("export", {"pretrained", "runtime"}),
     ("bench", {"geometry", "model", "runtime"}),
     ("accuracy", {"geometry"}),
     ("analyze", {"geometry", "loader", "runtime"}),
     ("sweep", set()),  # runs train.py in subprocesses
     ("ladder", {"sweep"}),  # sweep's runs and pairing, over model sizes
+    ("graft", {"sweep", "pretrained", "runtime"}),  # sweep's runs, from an exported model
 ])
 def test_imports_point_one_way(name, allowed):
     assert imported_modules(name) <= allowed, imported_modules(name) - allowed

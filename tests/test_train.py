@@ -224,8 +224,9 @@ def test_resume_errors(char_data, tmp_path):
 
 def test_bad_train_options(char_data, tmp_path):
     assert run_error(tiny_args(char_data, tmp_path, batch_size=0)) == "error: batch_size must be positive, got 0"
-    assert run_error(tiny_args(char_data, tmp_path, init_from="gpt2")) == \
-        "error: init_from='gpt2' is not one of ('scratch', 'resume')"
+    assert run_error(tiny_args(char_data, tmp_path, init_from="gpt3")) == (
+        "error: init_from='gpt3' is not 'scratch', 'resume', one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, or a "
+        "directory holding a Hugging Face GPT-2 checkpoint (config.json + model.safetensors)")
     assert run_error(["--not_a_key=1"]).startswith("error: unknown config key 'not_a_key' in command line")
     assert run_error(tiny_args(char_data, tmp_path, reference="origin", residual="tangent")) == (
         "error: reference='origin' with residual='tangent' makes curvature a no-op (the stream is h ← h + f in "

@@ -46,20 +46,17 @@ def prepare(text, out_dir, val_fraction=0.1):
     return meta, split, n - split
 
 
-def main(argv=None):
-    here = os.path.dirname(os.path.abspath(__file__))
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", help="a local input.txt instead of downloading")
-    parser.add_argument("--out_dir", default=here, help="where to write train.bin, val.bin, meta.pkl")
-    args = parser.parse_args(argv)
-    if args.input:
-        if os.path.isdir(args.input):
-            sys.exit(f"error: --input {args.input} is a directory; give the text file")
-        if not os.path.isfile(args.input):
-            sys.exit(f"error: --input {args.input} does not exist")
-        path = args.input
+def read_corpus(input_path, out_dir):
+    """(path, text) of the corpus: --input's file, or input.txt in out_dir, downloaded there the first time. A
+    missing, binary or unreadable file exits with one line."""
+    if input_path:
+        if os.path.isdir(input_path):
+            sys.exit(f"error: --input {input_path} is a directory; give the text file")
+        if not os.path.isfile(input_path):
+            sys.exit(f"error: --input {input_path} does not exist")
+        path = input_path
     else:
-        path = os.path.join(args.out_dir, "input.txt")
+        path = os.path.join(out_dir, "input.txt")
         if not os.path.exists(path):
             print(f"downloading {URL}")
             try:
@@ -67,14 +64,26 @@ def main(argv=None):
                     data = r.read()
             except OSError as e:
                 sys.exit(f"error: download failed ({e}); pass a local copy with --input PATH")
-            os.makedirs(args.out_dir, exist_ok=True)
+            os.makedirs(out_dir, exist_ok=True)
             write_atomic(path, lambda f: f.write(data))
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
-        meta, n_train, n_val = prepare(text, args.out_dir)
+            return path, f.read()
     except UnicodeDecodeError as e:
         sys.exit(f"error: {path} is not UTF-8 text (byte {e.start}: {e.reason})")
+    except OSError as e:
+        sys.exit(f"error: {path}: {e}")
+
+
+def main(argv=None):
+    here = os.path.dirname(os.path.abspath(__file__))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", help="a local input.txt instead of downloading")
+    parser.add_argument("--out_dir", default=here, help="where to write train.bin, val.bin, meta.pkl")
+    args = parser.parse_args(argv)
+    path, text = read_corpus(args.input, args.out_dir)
+    try:
+        meta, n_train, n_val = prepare(text, args.out_dir)
     except (ValueError, OSError) as e:
         sys.exit(f"error: {path}: {e}")
     print(f"{len(text):,} characters, vocab size {meta['vocab_size']}: "
