@@ -246,6 +246,16 @@ def test_fine_tuning_starts_from_the_exported_models_loss(tmp_path, char_data, e
     assert train.main([a for a in args if not a.startswith(("--n_layer", "--n_head", "--n_embd"))])["iter_num"] == 5
 
 
+def test_eval_only_measures_a_pretrained_models_loss_and_writes_no_run(tmp_path, char_data, exported_char_run):
+    """What config/eval_gpt2*.py do: init_from a pretrained model, eval_only, no training."""
+    out, hf = exported_char_run
+    pre = torch.load(out / "ckpt.pt", weights_only=True)["val_loss"]
+    summary = train.main(tiny_args(char_data, tmp_path / "eval", init_from=str(hf), eval_only=True,
+                                   curvature="euclidean"))
+    assert summary["iter_num"] == 0 and abs(summary["val_loss"] - pre) <= 1e-5 * pre
+    assert not (tmp_path / "eval" / "ckpt.pt").exists()
+
+
 def test_sample_generates_from_a_local_hf_checkpoint(exported_char_run):
     _, hf = exported_char_run
     texts = sample.sample(configure(sample.DEFAULTS, [f"--init_from={hf}", "--start=All:", "--num_samples=2",
