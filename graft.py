@@ -27,7 +27,7 @@ import os
 import statistics
 import sys
 
-from sweep import HERE, mean_std, train_run
+from sweep import HERE, finished, mean_std, train_run
 
 ARMS = [
     ("euclid", ["--curvature=euclidean"]),
@@ -72,18 +72,9 @@ def finetune(args, hf, arm, seed):
                "--decay_lr=False", f"--max_iters={args.iters}", f"--eval_interval={args.eval_interval}",
                f"--curvature_lr_mult={args.graft_lr_mult}", f"--seed={seed}", f"--device={args.device}", *arm[1],
                *args.extra]
-    if not args.init_from and not finished(out, options):
+    if not args.init_from and finished(out, options) is None:
         ensure_export(args)
     return train_run(out, options, f"{arm[0]} seed={seed}", keep_checkpoint=False)
-
-
-def finished(out, options):
-    """Whether sweep.train_run will reuse the run in `out` for these options."""
-    path = os.path.join(out, "summary.json")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return json.load(f)["options"] == list(options)
 
 
 def per_head(runs, prefix):

@@ -29,7 +29,7 @@ import torch
 
 from configurator import ConfigError
 from model import GPT, GPTConfig
-from runtime import RunError
+from runtime import MODEL_KEYS, RunError
 
 HUB_NAMES = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 FILES = ("config.json", "model.safetensors")
@@ -45,11 +45,6 @@ BLOCK_TENSORS = {"ln_1.weight": "ln_1.weight", "ln_1.bias": "ln_1.bias", "attn.c
                  "mlp.c_fc.weight": "mlp.c_fc.weight", "mlp.c_fc.bias": "mlp.c_fc.bias",
                  "mlp.c_proj.weight": "mlp.c_proj.weight", "mlp.c_proj.bias": "mlp.c_proj.bias"}
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-
-
-def is_pretrained(init_from):
-    """True for a GPT-2 name or anything that is not 'scratch'/'resume' (then a directory, checked by locate)."""
-    return init_from not in ("scratch", "resume")
 
 
 def check_init_from(init_from):
@@ -136,8 +131,7 @@ def merge_args(hf_args, cfg, explicit, defaults):
     if cfg["block_size"] > hf_args["block_size"]:
         raise ConfigError(f"block_size={cfg['block_size']} is longer than the checkpoint's "
                           f"{hf_args['block_size']} positions")
-    model_keys = [f.name for f in GPTConfig.__dataclass_fields__.values()]
-    return {k: cfg[k] for k in model_keys if k in cfg} | {k: hf_args[k] for k in ARCH_KEYS + ("vocab_size",)}
+    return {k: cfg[k] for k in MODEL_KEYS} | {k: hf_args[k] for k in ARCH_KEYS + ("vocab_size",)}
 
 
 def state_from_hf(path, args):

@@ -38,16 +38,24 @@ def records(out_dir):
         return [json.loads(line) for line in f]
 
 
+def finished(out_dir, options):
+    """The summary of a finished run of these options in out_dir (what train_run reuses), else None."""
+    path = os.path.join(out_dir, "summary.json")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        summary = json.load(f)
+    return summary if summary["options"] == list(options) else None
+
+
 def train_run(out_dir, options, label, keep_checkpoint=True):
     """`python train.py *options` into out_dir, or the summary of a finished run of the same options there. The
     summary: evaluations [(iter, wall-clock s, val loss)], median ms/iter, and the last logged κ (and reference share
     α) per block and head ({} for a Euclidean run). It is written when the run ends, so a run cut short is run again."""
+    summary = finished(out_dir, options)
+    if summary is not None:
+        return summary
     path = os.path.join(out_dir, "summary.json")
-    if os.path.exists(path):
-        with open(path) as f:
-            summary = json.load(f)
-        if summary["options"] == list(options):
-            return summary
     cmd = [sys.executable, os.path.join(HERE, "train.py"), *options, f"--out_dir={out_dir}", "--overwrite=True"]
     print(f"=== {label}", flush=True)
     r = subprocess.run(cmd, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -1,12 +1,6 @@
-# The val loss of OpenAI's gpt2-large on FineWeb (python data/fineweb/prepare.py), without training, as nanoGPT's
-# eval_gpt2*.py: python train.py config/eval_gpt2_large.py
+# config/eval_gpt2.py for OpenAI's gpt2-large: its FineWeb val loss without training (python train.py config/eval_gpt2_large.py)
+import os
+
+exec(open(os.path.join(os.path.dirname(__file__), "eval_gpt2.py")).read())
 init_from = "gpt2-large"
 out_dir = "out-eval-gpt2-large"
-wandb_log = False
-eval_only = True
-curvature = "euclidean"
-dataset = "fineweb"
-block_size = 1024
-batch_size = 8
-val_tokens = 10_485_760  # the speedrun's budget: 1,280 sequences of 8 × 1,024 tokens
-device = "auto"
