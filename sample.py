@@ -15,6 +15,7 @@ import sys
 import torch
 
 from configurator import ConfigError, configure
+from generate import generate
 from loader import DataError, gpt2_encoding
 import pretrained
 from runtime import RunError, load_checkpoint, model_from_checkpoint, precision, resolve_device
@@ -36,10 +37,13 @@ DEFAULTS = {k: v for k, v in dict(globals()).items() if not k.startswith("_") an
 
 
 class Codec:
-    """Text ↔ token ids: the checkpoint's character vocabulary, or GPT-2 BPE."""
+    """Text ↔ token ids: the checkpoint's character vocabulary, bytes (UTF-8; data/pycode, data/enwik8), or GPT-2
+    BPE."""
 
     def __init__(self, meta):
-        if meta is not None:
+        if meta is not None and meta.get("encoding") == "bytes":
+            self.kind = "bytes"
+        elif meta is not None:
             self.stoi, self.itos = meta["stoi"], meta["itos"]
             self.kind = "char"
         else:
@@ -49,6 +53,8 @@ class Codec:
     def encode(self, text):
         if self.kind == "gpt2":
             return self.enc.encode(text, allowed_special={"<|endoftext|>"})
+        if self.kind == "bytes":
+            return list(text.encode("utf-8"))
         unknown = sorted({c for c in text if c not in self.stoi})
         if unknown:
             shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unknown[:10])
@@ -59,6 +65,8 @@ class Codec:
     def decode(self, ids):
         if self.kind == "gpt2":
             return self.enc.decode(ids)
+        if self.kind == "bytes":  # a sample may stop inside a character's UTF-8 bytes
+            return bytes(ids).decode("utf-8", errors="replace")
         return "".join(self.itos[i] for i in ids)
 
 
@@ -105,7 +113,7 @@ def sample(cfg):
     outs = []
     with ctx:
         for _ in range(cfg["num_samples"]):
-            y = model.generate(x, cfg["max_new_tokens"], temperature=cfg["temperature"],
+            y = generate(model, x, cfg["max_new_tokens"], temperature=cfg["temperature"],
                                top_k=cfg["top_k"] or None, generator=gen, decode=decode)
             outs.append(codec.decode(y[0].tolist()))
     return outs
