@@ -22,6 +22,7 @@ import time
 import torch
 from tqdm import tqdm
 
+from generate import generate
 import geometry as geo
 from model import GPT, GPTConfig
 from runtime import configure_optimizers
@@ -56,6 +57,11 @@ def make_model(args, spec):
                 n_embd=args.n_embd, bias=False, dropout=0.0, curvature_init=args.curvature_init)
     torch.manual_seed(0)
     return GPT(GPTConfig(**{**base, **over})).to(args.device)
+
+
+def weight_decay(model):
+    """GPT-2's 0.1, or none for nGPT, which trains without it."""
+    return 0.0 if model.config.block == "ngpt" else 0.1
 
 
 def sync(device):
@@ -103,14 +109,16 @@ def bench_models(args):
     for spec in args.configs:
         for compiled in ([False, True] if args.compile else [False]):
             model = make_model(args, spec)
-            opt = configure_optimizers(model, 0.1, 1e-4, (0.9, 0.95), device.split(":")[0], optimizer=args.optimizer)
+            opt = configure_optimizers(model, weight_decay(model), 1e-4, (0.9, 0.95), device.split(":")[0],
+                                       optimizer=args.optimizer)
             fwd = torch.compile(model) if compiled else model
 
-            def step(fwd=fwd, opt=opt):
+            def step(fwd=fwd, opt=opt, model=model):
                 with autocast:
                     _, loss = fwd(x, y)
                 loss.backward()
                 opt.step()
+                model.after_step()  # a block's own step, as train.py runs it (nGPT's re-normalisation)
                 opt.zero_grad(set_to_none=True)
 
             variants.append({"name": spec + (" +compile" if compiled else ""), "step": step, "model": model,
@@ -134,7 +142,7 @@ def bench_models(args):
         ms = statistics.median(v["times"]) * 1000
         key = "+compile" in v["name"]
         if v["name"].startswith("euclidean"):
-            ref[key] = ms
+            ref.setdefault(key, ms)  # the first Euclidean configuration is the reference
         mem = peak_memory(device, v["step"]) / 2**20
         mfu = v["model"].estimate_mfu(args.batch_size, ms / 1000, args.peak_flops) if args.peak_flops else None
         rows.append((v["name"], ms, tokens / (ms / 1000), mem, mfu, key))
@@ -147,7 +155,7 @@ def bench_models(args):
         header += "   MFU |"
     print(header)
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
-    mem_ref = {r[5]: r[3] for r in rows if r[0].startswith("euclidean")}
+    mem_ref = {r[5]: r[3] for r in reversed(rows) if r[0].startswith("euclidean")}  # the first wins
     for name, ms, tps, mem, mfu, key in rows:
         speed = f"{ref[key] / ms:.2f}" if key in ref else "-"
         memr = f"{mem / mem_ref[key]:.2f}" if mem_ref.get(key) else "-"
@@ -220,13 +228,13 @@ def bench_generate(args):
         runs = dict(ways, **({"cache + compile": dict(decode=torch.compile(model))} if args.compile else {}))
         rate = {}
         for name, kw in runs.items():
-            model.generate(prompt, n_new, **kw)  # warm-up (and compile: the same shapes as the timed runs)
+            generate(model, prompt, n_new, **kw)  # warm-up (and compile: the same shapes as the timed runs)
             times = {1: [], n_new: []}
             for _ in range(args.rounds):
                 for n in times:  # the prompt and one token, then all: the difference is n_new − 1 decode steps
                     sync(device)
                     t = time.perf_counter()
-                    model.generate(prompt, n, generator=torch.Generator(device).manual_seed(0), **kw)
+                    generate(model, prompt, n, generator=torch.Generator(device).manual_seed(0), **kw)
                     sync(device)
                     times[n].append(time.perf_counter() - t)
             rate[name] = (n_new - 1) / (statistics.median(times[n_new]) - statistics.median(times[1]))
@@ -241,7 +249,7 @@ def bench_generate(args):
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     best = "cache + compile" if args.compile else "cache"
-    ref = {n: r[n] for spec, r in rows if spec.startswith("euclidean") for n in names}
+    ref = {n: r[n] for spec, r in reversed(rows) if spec.startswith("euclidean") for n in names}  # the first wins
     for spec, r in rows:
         line = f"| {spec:<32} | " + " | ".join(f"{r[n]:>15,.0f}" for n in names)
         line += f" | {r['cache'] / r['no cache']:>13.1f}x |"
@@ -266,13 +274,14 @@ def bench_memory(args):
     rows = []
     for spec in tqdm(args.configs, desc="configurations", leave=False):
         model = make_model(args, spec)
-        opt = configure_optimizers(model, 0.1, 1e-4, (0.9, 0.95), device.split(":")[0])
+        opt = configure_optimizers(model, weight_decay(model), 1e-4, (0.9, 0.95), device.split(":")[0])
 
         def step(B, model=model, opt=opt):
             with autocast:
                 _, loss = model(*data[B])
             loss.backward()
             opt.step()
+            model.after_step()
             opt.zero_grad(set_to_none=True)
 
         step(sizes[0])  # allocates AdamW's state, which then stays

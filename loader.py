@@ -129,6 +129,10 @@ class ShardDataset:
             yield _to_device(*self._read(self.files[split], shard, pos), device)
             shard, pos = self._advance(self.sizes[split], shard, pos)
 
+    def full_batches(self, split, device, max_tokens=0):
+        """The evaluation's val_tokens: already a fixed text, the same for every run (max_tokens does not apply)."""
+        return self.eval_batches(split, device)
+
     def state_dict(self):
         return {"shard": self.shard, "pos": self.pos}
 
@@ -209,6 +213,19 @@ class CharDataset:
         gen = torch.Generator().manual_seed(self.seed + (1 if split == "val" else 2))
         for _ in range(self.eval_iters):
             yield _to_device(*self._batch(split, gen), device)
+
+    def full_batches(self, split, device, max_tokens=0, batch_size=64):
+        """The whole split (or its first max_tokens tokens, when > 0) as consecutive non-overlapping windows,
+        batch_size at a time: the same text for every run whatever its seed (only the last < block_size + 1 tokens
+        are left out)."""
+        data = np.memmap(self.paths[split], dtype=np.uint16, mode="r")
+        n = (min(len(data), max_tokens + 1 if max_tokens > 0 else len(data)) - 1) // self.T
+        for start in range(0, n, batch_size):
+            rows = range(start, min(n, start + batch_size))
+            x = torch.stack([torch.from_numpy(data[i * self.T : (i + 1) * self.T].astype(np.int64)) for i in rows])
+            y = torch.stack([torch.from_numpy(data[i * self.T + 1 : (i + 1) * self.T + 1].astype(np.int64))
+                             for i in rows])
+            yield _to_device(x, y, device)
 
     def state_dict(self):
         return {"gen": self.gen.get_state()}

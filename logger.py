@@ -6,6 +6,8 @@ and geometry-health entries both carry. plot.py and analyze.py read what this wr
 import json
 import os
 
+import torch
+
 from runtime import RunError
 
 
@@ -86,3 +88,15 @@ class Logger:
     def finish(self):
         if self.wandb is not None:
             self.wandb.finish()
+
+
+@torch.no_grad()
+def geometry_health(run):
+    """Each curved block's clamped fraction and mean radius on one validation batch (empty if Euclidean)."""
+    stats = []
+    if run.raw_model.curvature is not None:
+        with run.autocast:
+            run.raw_model.eval()
+            run.raw_model(next(run.data.eval_batches("val", run.proc.device))[0], stats=stats)
+            run.raw_model.train()
+    return stats

@@ -41,8 +41,9 @@ head of each block a learnable share α of its reference point, p_t = α ⊗_κ 
 α ⊗ x = expmap0(α·logmap0(x))), with α = 0 at init. At α = 0, p = 0 and the tangent residual gives
 h' = logmap0(project(expmap0(h + f))): exactly h + f at κ = 0, GPT-2's block. So a graft starts from κ = 0 as well
 (curvature='free' with curvature_init=0, or 'zero' for the share alone): its logits at step 0 are GPT-2's, and it
-learns its way out. At α = 0 the function does not depend on κ, so κ's first gradient is 0; α's is not
-(∂p/∂α = logmap0(x_{t−1})), and once α moves κ has a gradient too. α = 1 is the plain prev_token reference. A graft
+learns its way out. With residual='tangent', at α = 0 the function does not depend on κ, so κ's first gradient is
+0; α's is not (∂p/∂α = logmap0(x_{t−1})), and once α moves κ has a gradient too. With residual='mobius' the update
+x ⊕ expmap0(f) still depends on κ at p = 0, so κ has a (small) gradient from the first step. α = 1 is the plain prev_token reference. A graft
 with κ ≠ 0 at init is not GPT-2 at step 0: expmap0 saturates (and `project` clamps) where √|κ|·‖h‖ is large, and
 GPT-2's stream is large (its norm grows through the layers). The share runs on the general path below (not fused); its
 parameters are trained with κ's (no weight decay, lr × curvature_lr_mult).
@@ -59,11 +60,18 @@ import fused_maps
 import geometry as geo
 
 CHOICES = {  # the allowed values of GPTConfig's string options
+    "block": ("gpt", "ngpt"),
     "curvature": ("euclidean", "zero", "hyperbolic", "spherical", "free", "fixed"),
     "reference": ("prev_token", "origin", "window"), "residual": ("mobius", "tangent"),
     "attention": ("dot", "distance"), "aggregate": ("tangent", "midpoint"), "geometry_dtype": ("float32", "float64"),
     "pos_embedding": ("learned", "rope"), "norm": ("layernorm", "rmsnorm"), "mlp": ("gelu", "gelu_tanh", "relu2"),
 }
+
+
+# what the nGPT block requires of the other options: it is Euclidean, has no biases, separate input and output
+# embeddings, unit-norm weights (so none starts at 0), and its own query-key scaling s_qk in place of attn_scale
+NGPT_REQUIRES = {"curvature": "euclidean", "bias": False, "tie_embeddings": False, "zero_init_proj": False,
+                 "attn_scale": 0.0, "attn_scale_learnable": False, "attention": "dot", "aggregate": "tangent"}
 
 
 @dataclass
@@ -75,6 +83,7 @@ class GPTConfig:
     n_embd: int = 768
     dropout: float = 0.0
     bias: bool = True  # biases in Linears and LayerNorms, like GPT-2
+    block: str = "gpt"  # 'gpt': GPT-2's pre-norm block (curved or not); 'ngpt': the normalized transformer (NGPTBlock)
     curvature: str = "hyperbolic"  # see CHOICES; 'euclidean' is the plain nanoGPT code path
     curvature_init: float = -0.05  # κ at init (learnable modes) or always ('fixed')
     curvature_per_head: bool = True  # one κ per head per block (else one per block)
@@ -126,6 +135,10 @@ class GPTConfig:
         if self.reference_share and (self.curvature == "euclidean" or self.reference == "origin"):
             raise ValueError("reference_share scales the reference point of a curved block: it needs a curvature other "
                              "than 'euclidean' and reference='prev_token' or 'window'")
+        if self.block == "ngpt":
+            bad = [f"{k}={getattr(self, k)!r} (nGPT: {v!r})" for k, v in NGPT_REQUIRES.items() if getattr(self, k) != v]
+            if bad:
+                raise ValueError("block='ngpt' cannot be combined with " + "; ".join(bad))
         if self.curvature != "euclidean" and self.reference == "origin" and self.residual == "tangent":
             # x ← expmap0(logmap0(x) + f): in tangent coordinates this is h ← h + f, exactly the Euclidean
             # model whatever κ is, so a "curved" run would silently be a Euclidean one.
@@ -219,6 +232,9 @@ class CausalSelfAttention(nn.Module):
             self.log_tau = nn.Parameter(torch.full((config.n_head,), math.log(8 * math.sqrt(config.head_size))))
         # None keeps SDPA's own 1/√head_size, bit for bit; a learnable scale multiplies q instead
         self.sdpa_scale = 1.0 if config.attn_scale_learnable else (config.attn_scale or None)
+        if config.block == "ngpt":  # nGPT: q, k on the unit sphere, × s_qk (init 1, stored at 1/√n_embd), scores × √d_k
+            self.s_qk = nn.Parameter(torch.full((config.n_embd,), 1 / math.sqrt(config.n_embd)))
+            self.s_qk_mult, self.sdpa_scale = math.sqrt(config.n_embd), math.sqrt(config.head_size)
         if config.attn_scale_learnable:
             start = config.attn_scale or 1 / math.sqrt(config.head_size)
             self.q_scale = nn.Parameter(torch.full((config.n_head, 1, 1), start))
@@ -234,7 +250,10 @@ class CausalSelfAttention(nn.Module):
         positions = torch.arange(T, device=x.device) if cache is None else cache["pos"]
         if self.rope:
             q, k = rotary(q, positions), rotary(k, positions)
-        if self.qk_norm:
+        if hasattr(self, "s_qk"):
+            s = (self.s_qk * self.s_qk_mult).view(H, 1, C // H).to(q.dtype)
+            q, k = s * F.normalize(q, dim=-1), s * F.normalize(k, dim=-1)
+        elif self.qk_norm:
             q, k = F.rms_norm(q, (C // H,)), F.rms_norm(k, (C // H,))
         if hasattr(self, "q_scale"):
             q = q * self.q_scale.to(q.dtype)
@@ -301,6 +320,51 @@ class Smear(nn.Module):
             cache["smear_prev"] = e[:, -1:].clone()
         before = torch.cat([prev, e[:, :-1]], dim=1)
         return e + self.lam * torch.sigmoid(self.gate(e[..., : self.gate.in_features])) * before
+
+
+class NGPTBlock(nn.Module):
+    """The normalized transformer's block (Loshchilov et al. 2024, nGPT; NVIDIA's public ngpt code): the stream h
+    stays on the unit sphere, and each sublayer moves it towards its own normalised output,
+
+        h ← Norm(h + α_A ⊙ (Norm(Attn(h)) − h)),    h ← Norm(h + α_M ⊙ (Norm(MLP(h)) − h)),
+
+    Norm(x) = x/‖x‖, with learnable per-dimension step sizes α ("eigen learning rates"). No norm layers: q and k
+    are normalised per head and scaled by s_qk, scores are multiplied by √d_k (not divided: q·k is a cosine);
+    the MLP is u ⊙ SiLU(v) with u, v scaled by s_u, s_v and v by √n_embd more (so that SiLU sees its non-linear
+    range: ‖h‖ = 1 leaves the entries of W·h near 1/√n_embd). GPT puts the embedding on the sphere, scales the
+    logits by s_z and keeps every weight vector along the embedding dimension at unit norm after each optimizer
+    step (GPT.after_step). The norm and qk_norm options and mlp do not apply to this block: it normalises with the
+    L2 norm everywhere and has its own MLP.
+
+    The paper's scaling trick: a scalar with init value a is stored as a parameter starting at s and used as
+    param · a/s, so one learning rate moves each at the rate the paper chose. α: a = 0.05, s = 1/√n_embd;
+    s_qk and s_z: a = 1, s = 1/√n_embd; s_u, s_v: a = s = 1. α is used as |α| (NVIDIA's code)."""
+
+    ALPHA_INIT = 0.05
+
+    def __init__(self, config):
+        super().__init__()
+        d = config.n_embd
+        self.attn = CausalSelfAttention(config)
+        self.c_fc = nn.Linear(d, 2 * 4 * d, bias=False)
+        self.c_proj = nn.Linear(4 * d, d, bias=False)
+        self.s_uv = nn.Parameter(torch.ones(2 * 4 * d))
+        self.v_mult = math.sqrt(d)
+        self.dropout = nn.Dropout(config.dropout)
+        self.alpha_attn = nn.Parameter(torch.full((d,), 1 / math.sqrt(d)))
+        self.alpha_mlp = nn.Parameter(torch.full((d,), 1 / math.sqrt(d)))
+        self.alpha_mult = self.ALPHA_INIT * math.sqrt(d)
+
+    def mlp(self, h):
+        u, v = (self.c_fc(h) * self.s_uv.to(h.dtype)).chunk(2, dim=-1)
+        return self.dropout(self.c_proj(u * F.silu(v * self.v_mult)))
+
+    def forward(self, h, kappa=None, stats=None, cache=None):
+        """h: the stream [B, T, C], unit rows; cache as in Block (the attention's keys and values)."""
+        for alpha, sublayer in ((self.alpha_attn, lambda x: self.attn(x, None, cache)), (self.alpha_mlp, self.mlp)):
+            step = (alpha * self.alpha_mult).abs()
+            h = F.normalize(h + step * (F.normalize(sublayer(h).to(h.dtype), dim=-1) - h), dim=-1)
+        return h
 
 
 def window_weights(positions, n_points, W):
@@ -439,8 +503,9 @@ class GPT(nn.Module):
         modules = {"wte": nn.Embedding(config.vocab_size, config.n_embd)}
         if config.pos_embedding == "learned":
             modules["wpe"] = nn.Embedding(config.block_size, config.n_embd)
-        modules.update(drop=nn.Dropout(config.dropout), h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-                       ln_f=make_norm(config))
+        block = NGPTBlock if config.block == "ngpt" else Block
+        modules.update(drop=nn.Dropout(config.dropout), h=nn.ModuleList([block(config) for _ in range(config.n_layer)]),
+                       ln_f=nn.Identity() if config.block == "ngpt" else make_norm(config))
         self.transformer = nn.ModuleDict(modules)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         if config.tie_embeddings:
@@ -461,6 +526,25 @@ class GPT(nn.Module):
             torch.nn.init.zeros_(self.lm_head.weight)
         if self.smear is not None:
             torch.nn.init.zeros_(self.smear.gate.weight)
+        if config.block == "ngpt":  # the logits' scale s_z (init 1, stored at 1/√n_embd), and every weight on the sphere
+            self.s_z = nn.Parameter(torch.full((config.vocab_size,), 1 / math.sqrt(config.n_embd)))
+            self.after_step()
+
+    # nGPT's unit-norm weights: (parameter name ending, the dimension of length n_embd along which each vector is unit)
+    NGPT_UNIT = (("wte.weight", 1), ("wpe.weight", 1), ("lm_head.weight", 1), ("c_attn.weight", 1), ("c_fc.weight", 1),
+                 ("c_proj.weight", 0))
+
+    @torch.no_grad()
+    def after_step(self):
+        """What the block needs after every optimizer step (train.py calls it; a no-op but for nGPT): nGPT's weight
+        vectors back on the unit sphere, each along the embedding dimension (rows of the embeddings, the head and
+        the input projections; columns of the output projections), as its paper trains it."""
+        if self.config.block != "ngpt":
+            return
+        for name, p in self.named_parameters():
+            dim = next((d for end, d in self.NGPT_UNIT if name.endswith(end)), None)
+            if dim is not None:
+                p.copy_(F.normalize(p, dim=dim))
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -509,7 +593,9 @@ class GPT(nn.Module):
             e = self.smear(e, cache)
         if learned:
             e = e + self.transformer.wpe(positions)
-        if self.config.norm == "rmsnorm":  # the speedrun normalises the embedding too
+        if self.config.block == "ngpt":  # the stream starts on the unit sphere
+            e = F.normalize(e, dim=-1)
+        elif self.config.norm == "rmsnorm":  # the speedrun normalises the embedding too
             e = F.rms_norm(e, (e.size(-1),))
         h = self.transformer.drop(e)
         blocks = cache["blocks"] if cache is not None else [None] * len(self.transformer.h)
@@ -525,15 +611,21 @@ class GPT(nn.Module):
         x = self.transformer.ln_f(h)
         cap = self.config.logit_softcap
         if targets is not None:
-            logits = self.lm_head(x)
+            logits = self.scaled(self.lm_head(x))
             logits = cap * torch.tanh(logits / cap) if cap > 0 else logits
             logits32 = logits.to(torch.promote_types(logits.dtype, torch.float32))  # float64 stays float64
             loss = F.cross_entropy(logits32.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         else:
-            logits = self.lm_head(x[:, [-1], :])  # only the last position is needed to sample
+            logits = self.scaled(self.lm_head(x[:, [-1], :]))  # only the last position is needed to sample
             logits = cap * torch.tanh(logits / cap) if cap > 0 else logits
             loss = None
         return logits, loss
+
+    def scaled(self, logits):
+        """nGPT's logits are cosines (unit h, unit head rows) × s_z; other blocks' are the head's output."""
+        if self.config.block != "ngpt":
+            return logits
+        return logits * (self.s_z * math.sqrt(self.config.n_embd)).to(logits.dtype)
 
     def new_cache(self, max_len=None):
         """An empty generation cache for up to max_len positions (default block_size), following gpt-fast: the
@@ -560,37 +652,3 @@ class GPT(nn.Module):
         N, cfg = self.get_num_params(), self.config
         L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.head_size, cfg.block_size
         return (6 * N + 12 * L * H * Q * T) * T * fwdbwd_per_iter / dt / peak_flops
-
-    @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, generator=None, use_cache=True,
-                 decode=None):
-        """Sample max_new_tokens tokens after idx [B, T], feeding predictions back in.
-
-        With use_cache, the prompt runs in one forward that fills a preallocated cache, then each new token costs
-        one position's work (attention over the cache) instead of a forward pass over the whole context. Learned
-        positions are absolute, so once the context exceeds block_size and must slide, every step re-encodes the
-        last block_size tokens, exactly as without the cache; with rotary positions the context just grows (beyond
-        the length trained on). Both paths give the same logits up to float rounding. `decode` runs the one-token
-        steps, e.g. torch.compile(model): their shapes never change, so it compiles once (sample.py --compile).
-        """
-        rope, block_size = self.config.pos_embedding == "rope", self.config.block_size
-        fed = idx.size(1) + max_new_tokens - 1  # positions that pass through the model (not the last sample)
-        cache, decode = None, self if decode is None else decode
-        idx_next = None  # the last sampled token: a decode step's input
-        for _ in range(max_new_tokens):
-            if use_cache and (rope or idx.size(1) <= block_size):
-                if cache is None:  # the whole prompt in one forward, then one token at a time
-                    cache = self.new_cache(fed if rope else min(fed, block_size))
-                    logits, _ = self(idx, cache=cache)
-                else:
-                    logits, _ = decode(idx_next, cache=cache)  # a fresh [B, 1]: the same strides every step
-            else:
-                logits, _ = self(idx if rope else idx[:, -block_size:])
-            logits = logits[:, -1, :].float() / temperature
-            if top_k is not None:
-                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
-                logits[logits < v[:, [-1]]] = -float("Inf")
-            probs = F.softmax(logits, dim=-1)
-            idx_next = torch.multinomial(probs, num_samples=1, generator=generator)
-            idx = torch.cat((idx, idx_next), dim=1)
-        return idx

@@ -225,6 +225,9 @@ def configure_optimizers(model, weight_decay, learning_rate, betas, device_type,
     for the training loop's schedule."""
     if optimizer not in ("adamw", "muon"):
         raise ValueError(f"optimizer={optimizer!r} is not one of ('adamw', 'muon')")
+    if model.config.block == "ngpt" and weight_decay > 0:
+        raise ValueError("block='ngpt' keeps its weights on the unit sphere and trains without weight decay, as its "
+                         f"paper does: set weight_decay=0.0 (got {weight_decay})")
     curv = {id(p) for p in (model.curvature.parameters() if model.curvature is not None else [])}
     curv |= {id(b.share) for b in model.transformer.h if hasattr(b, "share")}  # the graft's share goes with κ
     no_decay = {id(p) for p in (model.smear.parameters() if model.smear is not None else [])}

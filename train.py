@@ -30,7 +30,7 @@ from configurator import ConfigError, configure
 import hellaswag
 import pretrained
 from loader import DataError, open_dataset
-from logger import Logger, curvature_metrics, kappa_summary, truncate_metrics
+from logger import Logger, curvature_metrics, geometry_health, kappa_summary, truncate_metrics
 from model import GPT, GPTConfig
 from runtime import (DTYPES, MODEL_DEFAULTS, MODEL_KEYS, RESUME_MAY_CHANGE, Process, Progress, RunError, StopSignal,
                      check_resume_compatible, check_vocab_compatible, configure_optimizers, load_checkpoint,
@@ -43,6 +43,8 @@ eval_interval = 250  # evaluate (and checkpoint) every this many iterations, and
 log_interval = 25
 eval_iters = 20  # train.bin/val.bin data: batches per split per evaluation, the same batches every time
 eval_only = False  # evaluate once and exit
+eval_full = False  # at max_iters (and with eval_only) also the loss on the whole validation split: val/loss_full
+eval_full_tokens = 0  # eval_full on the first this-many validation tokens only (0: all): a fixed text, for large splits
 always_save_checkpoint = True  # save at every evaluation (else only when val loss improves)
 init_from = "scratch"  # 'scratch', 'resume' (from out_dir/ckpt.pt), 'gpt2'…'gpt2-xl', or a Hugging Face GPT-2 dir
 overwrite = False  # let init_from='scratch' replace a run already in out_dir (else that is an error)
@@ -99,7 +101,8 @@ def validate(cfg):
                 "max_nonfinite"):
         if cfg[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {cfg[key]}")
-    for key in ("max_iters", "warmup_iters", "grad_clip", "weight_decay", "min_lr", "curvature_lr_mult", "peak_flops"):
+    for key in ("max_iters", "warmup_iters", "grad_clip", "weight_decay", "min_lr", "curvature_lr_mult", "peak_flops",
+                "eval_full_tokens"):
         if cfg[key] < 0:
             raise ConfigError(f"{key} must be ≥ 0, got {cfg[key]}")
     if cfg["learning_rate"] <= 0:
@@ -304,8 +307,10 @@ def start(cfg, explicit=()):
 
 
 @torch.no_grad()
-def estimate_loss(run):
-    """Mean loss per split over the dataset's fixed evaluation batches, averaged over processes."""
+def estimate_loss(run, full=False):
+    """Mean loss per split over the dataset's fixed evaluation batches, averaged over processes; with `full`, also
+    "val_full": the mean loss per token over the whole validation split (the same text for every run; computed on
+    the uncompiled model of rank 0, as its batch shapes differ)."""
     out = {}
     run.model.eval()
     for split in run.data.eval_splits:
@@ -319,20 +324,15 @@ def estimate_loss(run):
         if run.proc.ddp:
             torch.distributed.all_reduce(mean, op=torch.distributed.ReduceOp.AVG)
         out[split] = mean.item()
+    if full and run.proc.master:
+        total, n = 0.0, 0
+        for x, y in run.data.full_batches("val", run.proc.device, run.cfg["eval_full_tokens"]):
+            with run.autocast:
+                total += run.raw_model(x, y)[1].item() * y.numel()
+            n += y.numel()
+        out["val_full"] = total / n
     run.model.train()
     return out
-
-
-@torch.no_grad()
-def geometry_health(run):
-    """Each curved block's clamped fraction and mean radius on one validation batch (empty if Euclidean)."""
-    stats = []
-    if run.raw_model.curvature is not None:
-        with run.autocast:
-            run.raw_model.eval()
-            run.raw_model(next(run.data.eval_batches("val", run.proc.device))[0], stats=stats)
-            run.raw_model.train()
-    return stats
 
 
 def save(run, val_loss):
@@ -355,10 +355,11 @@ def save(run, val_loss):
         })
 
 
-def evaluate_and_checkpoint(run, lr, may_save):
-    """Evaluate, log the losses and the geometry's health, and checkpoint when may_save and the policy
-    (always_save_checkpoint, or an improved val loss) say so. Returns the losses."""
-    losses = estimate_loss(run)
+def evaluate_and_checkpoint(run, lr, may_save, last):
+    """Evaluate (the whole validation split too when `last` and eval_full), log the losses and the geometry's
+    health, and checkpoint when may_save and the policy (always_save_checkpoint, or an improved val loss) say so.
+    Returns the losses."""
+    losses = estimate_loss(run, full=last and run.cfg["eval_full"])
     stats = geometry_health(run)
     proc = run.proc  # HellaSwag on the uncompiled model: every item has its own length
     hs = (hellaswag.evaluate(run.raw_model, run.hellaswag_items, run.autocast, proc.device, proc.rank, proc.world)
@@ -366,8 +367,11 @@ def evaluate_and_checkpoint(run, lr, may_save):
     p = run.progress
     if run.proc.master:
         print(f"eval iter {p.iter_num}: " + ", ".join(f"{k} loss {v:.4f}" for k, v in losses.items()) +
+              (f" ({losses['val_full'] / math.log(2):.4f} bits/token)" if "val_full" in losses else "") +
               (f", hellaswag acc_norm {hs['hellaswag/acc_norm']:.4f}" if hs else ""))
-        run.logger.log(p.iter_num, {"val/loss": losses["val"],
+        full = {"val/loss_full": losses["val_full"], "val/bits_full": losses["val_full"] / math.log(2)} \
+            if "val_full" in losses else {}
+        run.logger.log(p.iter_num, {"val/loss": losses["val"], **full,
                                     **({"train/eval_loss": losses["train"]} if "train" in losses else {}),
                                     **hs, "wall": p.wall(), "lr": lr, **curvature_metrics(run.raw_model, stats)})
     improved = losses["val"] < p.best_val_loss
@@ -396,6 +400,7 @@ def optimizer_step(run):
     finite = math.isfinite(grad_norm) and math.isfinite(loss)
     if finite or run.scaler.is_enabled():  # a float16 scaler skips non-finite steps itself
         run.scaler.step(run.optimizer)
+        run.raw_model.after_step()  # a block's own step (nGPT puts its weights back on the sphere)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
     return loss, grad_norm, finite
@@ -458,8 +463,8 @@ def train(cfg, explicit=()):
             # a resumed run does not repeat the evaluation its checkpoint was saved after (eval_only does)
             resumed_here = p.iter_num == first_iter and first_iter > 0 and not cfg["eval_only"]
             if (p.iter_num % cfg["eval_interval"] == 0 or is_last) and not resumed_here:
-                losses = evaluate_and_checkpoint(run, lr, may_save=p.iter_num > first_iter)
-                summary.update(train_loss=losses.get("train"), val_loss=losses["val"])
+                losses = evaluate_and_checkpoint(run, lr, p.iter_num > first_iter, is_last or cfg["eval_only"])
+                summary.update(train_loss=losses.get("train"), val_loss=losses["val"], val_full=losses.get("val_full"))
             if is_last or (p.iter_num == first_iter and cfg["eval_only"]):
                 break
             t_step = time.time()

@@ -7,6 +7,7 @@ import torch._dynamo.testing
 import sample
 from configurator import configure
 from conftest import make, tokens
+from generate import generate
 
 DECODE_MODES = {
     "euclidean": dict(curvature="euclidean"),
@@ -29,10 +30,10 @@ def test_compiled_decode_compiles_once_and_gives_the_same_tokens(name):
     n = 12  # 4 + 12 − 1 = 15 positions pass through the model: within block_size 16
     runs = {}
     for way, kw in {"compiled": dict(decode=decode), "eager": {}, "uncached": dict(use_cache=False)}.items():
-        runs[way] = model.generate(prompt, n, top_k=10, generator=torch.Generator().manual_seed(0), **kw)
+        runs[way] = generate(model, prompt, n, top_k=10, generator=torch.Generator().manual_seed(0), **kw)
     assert torch.equal(runs["compiled"], runs["eager"]) and torch.equal(runs["eager"], runs["uncached"])
     assert counter.frame_count == 1, f"the decode step compiled {counter.frame_count} times"
-    again = model.generate(prompt, n, top_k=10, generator=torch.Generator().manual_seed(0), decode=decode)
+    again = generate(model, prompt, n, top_k=10, generator=torch.Generator().manual_seed(0), decode=decode)
     assert torch.equal(again, runs["compiled"]) and counter.frame_count == 1  # a second run reuses it
 
 

@@ -8,6 +8,7 @@ from conftest import (TINY, assert_causal, assert_every_parameter_learns, copy_w
                       tokens, train_losses)
 from model import GPT, GPTConfig
 from runtime import configure_optimizers
+from generate import generate
 
 MODES = [  # (curvature, reference, residual)
     ("euclidean", "prev_token", "mobius"),
@@ -151,7 +152,7 @@ def test_crop_block_size_and_generate():
     m = make()
     m.crop_block_size(8)
     assert m.config.block_size == 8 and m.transformer.wpe.weight.shape[0] == 8
-    out = m.generate(tokens(B=2, T=4), max_new_tokens=10, top_k=5, generator=torch.Generator().manual_seed(0))
+    out = generate(m, tokens(B=2, T=4), max_new_tokens=10, top_k=5, generator=torch.Generator().manual_seed(0))
     assert out.shape == (2, 14) and out.max() < 37
     with pytest.raises(ValueError, match="cannot grow"):
         m.crop_block_size(32)

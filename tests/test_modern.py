@@ -10,6 +10,7 @@ import torch.nn as nn
 from conftest import (assert_causal, assert_every_parameter_learns, copy_weights, full_logits, make, tiny_corpus,
                       tokens, train_losses)
 from model import GPT, GPTConfig, rotary
+from generate import generate
 
 ALL = dict(pos_embedding="rope", norm="rmsnorm", qk_norm=True, mlp="relu2", tie_embeddings=False, logit_softcap=15.0,
            zero_init_proj=True, smear=True)
@@ -59,8 +60,8 @@ def test_causal_gradients_and_cached_generation_with_modern_options(mode, option
     steps = [model(idx[:, :5], cache=cache)[0]] + [model(idx[:, t:t + 1], cache=cache)[0] for t in range(5, 16)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 4:], rtol=1e-4, atol=1e-4)
     # past block_size (16) as well: with rotary positions the context grows, with learned ones it slides
-    a = model.generate(idx[:, :3], 24, top_k=10, generator=torch.Generator().manual_seed(0), use_cache=True)
-    b = model.generate(idx[:, :3], 24, top_k=10, generator=torch.Generator().manual_seed(0), use_cache=False)
+    a = generate(model, idx[:, :3], 24, top_k=10, generator=torch.Generator().manual_seed(0), use_cache=True)
+    b = generate(model, idx[:, :3], 24, top_k=10, generator=torch.Generator().manual_seed(0), use_cache=False)
     assert torch.equal(a, b)
 
 

@@ -10,7 +10,8 @@ from accuracy import lift_midpoint
 from model import GPTConfig
 from runtime import Muon, MultiOptimizer, configure_optimizers, orthogonalize
 from conftest import (TINY, assert_causal, assert_every_parameter_learns, full_logits, make, tiny_corpus, tokens,
-                        train_losses)
+                      train_losses)
+from generate import generate
 
 MODES = [  # (curvature, reference, residual, attention, aggregate)
     ("euclidean", "prev_token", "tangent", "distance", "tangent"),
@@ -147,8 +148,8 @@ def test_cached_generation_matches_uncached(mode):
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 4:], rtol=1e-4, atol=1e-4)
     # same tokens from the same seed, including past block_size (16) where the context slides
     for seed in (0, 1):
-        a = m.generate(idx[:, :3], 30, top_k=10, generator=torch.Generator().manual_seed(seed), use_cache=True)
-        b = m.generate(idx[:, :3], 30, top_k=10, generator=torch.Generator().manual_seed(seed), use_cache=False)
+        a = generate(m, idx[:, :3], 30, top_k=10, generator=torch.Generator().manual_seed(seed), use_cache=True)
+        b = generate(m, idx[:, :3], 30, top_k=10, generator=torch.Generator().manual_seed(seed), use_cache=False)
         assert torch.equal(a, b)
 
 
