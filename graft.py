@@ -27,7 +27,7 @@ import os
 import statistics
 import sys
 
-from sweep import HERE, finished, mean_std, train_run
+from sweep import HERE, add_reuse_argument, finished, mean_std, train_run
 
 ARMS = [
     ("euclid", ["--curvature=euclidean"]),
@@ -41,7 +41,8 @@ PRETRAIN = "config/train_shakespeare_char_cpu_euclid.py"
 def pretrain(args):
     """The stand-in for GPT-2: the Euclidean CPU run (trained, or reused); (its export's directory, its summary)."""
     out = os.path.join(args.out, "pretrain")
-    return os.path.join(out, "hf"), train_run(out, pretrain_options(args), "pretrain (euclid)")
+    return os.path.join(out, "hf"), train_run(out, pretrain_options(args), "pretrain (euclid)",
+                                              on_code_change=args.on_code_change)
 
 
 def pretrain_options(args):
@@ -49,21 +50,34 @@ def pretrain_options(args):
             f"--eval_interval={args.eval_interval}", f"--device={args.device}", *args.extra]
 
 
+def pretrain_identity(args):
+    """What a fine-tune read, for its fingerprint: the pretrain's options (a fine-tune of another pretrain is not
+    reused), or the name of the pretrained model."""
+    return {"init_from": args.init_from} if args.init_from else {"pretrain": " ".join(pretrain_options(args))}
+
+
 def ensure_export(args):
-    """Export the pretrain run in GPT-2's format, before the first fine-tune that needs it. Only summaries are
-    committed, so on a fresh clone whose fine-tunes are all finished nothing is retrained; one that is not needs the
-    weights, and the pretrain run is trained again (the same command gives the same run)."""
+    """Export the pretrain run in GPT-2's format, before the first fine-tune that needs it, unless the export there
+    is of this pretrain (its options, stamped beside it). Only summaries are committed, so on a fresh clone whose
+    fine-tunes are all finished nothing is retrained; one that is not needs the weights, and the pretrain run is
+    trained again (the same command gives the same run)."""
     import pretrained
     from runtime import load_checkpoint, model_from_checkpoint
 
     out = os.path.join(args.out, "pretrain")
-    if os.path.exists(os.path.join(out, "hf", "model.safetensors")):
-        return
+    stamp = os.path.join(out, "hf", "kappagpt_source.json")
+    if os.path.exists(os.path.join(out, "hf", "model.safetensors")) and os.path.exists(stamp):
+        with open(stamp) as f:
+            if json.load(f) == pretrain_identity(args):
+                return
     if not os.path.exists(os.path.join(out, "ckpt.pt")):
         os.remove(os.path.join(out, "summary.json"))
-        train_run(out, pretrain_options(args), "pretrain (euclid), again for its weights")
+        train_run(out, pretrain_options(args), "pretrain (euclid), again for its weights",
+                  on_code_change=args.on_code_change)
     ckpt = load_checkpoint(os.path.join(out, "ckpt.pt"))
     pretrained.export(model_from_checkpoint(ckpt), os.path.join(out, "hf"), ckpt.get("meta"))
+    with open(stamp, "w") as f:
+        json.dump(pretrain_identity(args), f)
 
 
 def finetune(args, hf, arm, seed):
@@ -72,9 +86,11 @@ def finetune(args, hf, arm, seed):
                "--decay_lr=False", f"--max_iters={args.iters}", f"--eval_interval={args.eval_interval}",
                f"--curvature_lr_mult={args.graft_lr_mult}", f"--seed={seed}", f"--device={args.device}", *arm[1],
                *args.extra]
-    if not args.init_from and finished(out, options) is None:
+    inputs = pretrain_identity(args)
+    if not args.init_from and finished(out, options, inputs, args.on_code_change) is None:
         ensure_export(args)
-    return train_run(out, options, f"{arm[0]} seed={seed}", keep_checkpoint=False)
+    return train_run(out, options, f"{arm[0]} seed={seed}", keep_checkpoint=False, inputs=inputs,
+                     on_code_change=args.on_code_change)
 
 
 def per_head(runs, prefix):
@@ -166,10 +182,13 @@ def main(argv=None):
     p.add_argument("--eval_interval", type=int, default=50)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="a few iterations, two seeds: the pipeline, not a result")
+    add_reuse_argument(p)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py overrides for every run")
     args = p.parse_args(argv)
-    if args.quick:
-        args.pretrain_iters, args.iters, args.eval_interval, args.seeds = 20, 10, 5, args.seeds[:2]
+    if args.quick:  # a pretrain length given on the command line is kept
+        if args.pretrain_iters == p.get_default("pretrain_iters"):
+            args.pretrain_iters = 20
+        args.iters, args.eval_interval, args.seeds = 10, 5, args.seeds[:2]
         args.extra = ["--eval_iters=2", "--log_interval=5", *args.extra]
     if min(args.pretrain_iters, args.iters, args.eval_interval) <= 0 or args.lr <= 0:
         sys.exit("error: --pretrain_iters, --iters, --eval_interval and --lr must be positive")

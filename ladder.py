@@ -3,7 +3,8 @@ Does curvature's gain hold as the model grows? The size ladder: the same arms, l
 several model sizes, with the gain against the baseline read three ways — at equal steps, at equal eager
 wall-clock, and at equal compiled cost — plus, at one size, against training length.
 
-    python ladder.py --out results/ladder --extra --eval_iters=10   # the CPU ladder of docs/results.md
+    python ladder.py --out results/ladder --no-refine --no-full_eval --on_code_change=reuse --extra --eval_iters=10
+        # the CPU ladder of docs/results.md, as it was made (before the fine tuner)
     python ladder.py --quick --out out-ladder-quick  # two tiny sizes, a few iterations: the pipeline in a minute
     python ladder.py --base config/train_fineweb_speedrun_euclid.py --sizes 6x384 12x768 --head_size 128 \\
         --iters 1000 5100 --eval_interval 125 --lrs 1e-3 3.6e-3 1e-2 --device cuda --extra --compile=True
@@ -13,27 +14,30 @@ subprocess, the schedule scaled to its length (10% warmup, cosine to lr/10). Hea
 so that κ₀ ≈ −1/head_size means the same everywhere. Tokens per iteration are the base config's at every size
 (batch_size × block_size × gradient_accumulation_steps); the iteration budget is --iters per size.
 
-Tuning: every arm at every size starts from the same grid (--lrs); while its best rate sits at an edge of what
-it has run, the grid is extended past that edge by the grid's own ratio (at most --max_extend times each way), so
-each arm is tuned alike and the table says where a best rate stayed at an edge. Then the other seeds at the best
-rate. Differences are paired by seed (same data order and evaluation batches) and reported as mean ± std.
+Tuning (sweep.tune): every arm at every size starts from the same grid (--lrs, sorted); while its best rate sits at
+an edge of what it has run, the grid is extended past that edge by the grid's own ratio (at most --max_extend times
+each way); then it is bisected in log space until the best has tried neighbours within √2 on both sides (--no-refine
+skips this). So each arm is tuned alike, and the table says where a best rate stayed at an edge. Then the other seeds
+at the best rate. Differences are paired by seed (same data order) and reported as mean ± std.
 
 The three views of Δ = val loss(arm) − val loss(baseline), per seed:
-- equal steps: both at the end of their runs;
+- equal steps: both at the end of their runs, on the whole validation split (train.py --eval_full; --no-full_eval:
+  the last evaluation's batches);
 - equal eager wall-clock: both at the earlier of the two runs' end times, each read off its own loss-vs-time
-  curve by linear interpolation between evaluations;
+  curve by linear interpolation between evaluations, the clock started at steady stepping (sweep.steady: without
+  compilation and warm-up);
 - equal compiled cost: r = compiled ms/iter of the curved block ÷ the baseline's at that size (bench.py --compile,
   alternating rounds in one process; one curved arm is timed and stands for all, as they share the block). The
   curved run at N/r steps is compared with the baseline at N steps (or the baseline at N·r when r < 1), read off
   the loss-vs-step curves. A run cut at N/r has not finished its learning-rate decay, so this view is conservative
   for the arm that is cut.
 
-A finished run is reused on a rerun (sweep.train_run), so the ladder can be stopped and continued. Writes OUT/ladder.md,
+A finished run is reused on a rerun when nothing it depended on changed (sweep.finished), so the ladder can be
+stopped and continued; so is a compiled timing that bench.py made with the same arguments. Writes OUT/ladder.md,
 OUT/ladder.json, OUT/ladder.png (Δ against non-embedding parameters) and OUT/ladder_length.png (Δ against iterations).
 """
 import argparse
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -52,51 +56,23 @@ BENCH_KEYS = ("bias", "pos_embedding", "norm", "qk_norm", "attn_scale", "attn_sc
 # ----------------------------------------------------------------------------- the arithmetic (tested by hand)
 
 
-def best_rate(grid):
-    """The learning rate with the lowest val loss in {lr: loss}, and whether it is interior (not the smallest or
-    largest rate tried)."""
-    best = min(grid, key=grid.get)
-    return best, min(grid) < best < max(grid)
-
-
-def next_rate(grid, ratio, extended, max_extend):
-    """The rate to try next to bring an edge best inside the grid, or None: one step of `ratio` past the edge
-    where the best sits, unless that side has been extended max_extend times (extended: {'low': n, 'high': n})."""
-    best, inside = best_rate(grid)
-    if inside or len(grid) < 2:
-        return None
-    side = "low" if best == min(grid) else "high"
-    if extended[side] >= max_extend:
-        return None
-    extended[side] += 1
-    return float(f"{(best / ratio if side == 'low' else best * ratio):.2g}")
-
-
-def interpolate(points, x):
-    """y at x on the piecewise-linear curve through points [(x, y)] sorted by x; None outside it."""
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if x0 <= x <= x1:
-            return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return points[-1][1] if points and x == points[-1][0] else None
-
-
-def delta(arm_evals, base_evals, view, ratio=1.0):
+def delta(arm, base, view, ratio=1.0):
     """Δ val loss of one seed's arm run against the same seed's baseline run, in one view (see the module
-    docstring). evals: [(iter, wall-clock s, val loss)]."""
+    docstring). arm, base: run summaries (sweep.train_run's)."""
     if view == "steps":
-        return arm_evals[-1][2] - base_evals[-1][2]
+        return sweep.final_loss(arm) - sweep.final_loss(base)
+    arm_evals, base_evals = sweep.steady(arm), sweep.steady(base)
     if view == "eager":
         t = min(arm_evals[-1][1], base_evals[-1][1])
-        return (interpolate([(e[1], e[2]) for e in arm_evals], t) -
-                interpolate([(e[1], e[2]) for e in base_evals], t))
+        return (sweep.interpolate([(e[1], e[2]) for e in arm_evals], t) -
+                sweep.interpolate([(e[1], e[2]) for e in base_evals], t))
     n = base_evals[-1][0]  # compiled: the arm's step count at the baseline's cost, or the other way round
     arm_at, base_at = (n / ratio, n) if ratio >= 1 else (n, n * ratio)
-    return (interpolate([(e[0], e[2]) for e in arm_evals], arm_at) -
-            interpolate([(e[0], e[2]) for e in base_evals], base_at))
+    return (sweep.interpolate([(e[0], e[2]) for e in arm_evals], arm_at) -
+            sweep.interpolate([(e[0], e[2]) for e in base_evals], base_at))
 
 
-def mean_std(xs):
-    return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+mean_std = sweep.mean_std
 
 
 def non_embedding_params(layers, width):
@@ -126,23 +102,18 @@ def size_options(args, size):
 def one_run(args, size, arm, lr, seed, iters, tag=""):
     out_dir = os.path.join(args.out, f"{size}{tag}", arm, f"lr{lr:g}-s{seed}")
     options = [args.base, *size_options(args, size), *sweep.schedule(lr, iters, max(1, iters // args.evals)),
-               f"--seed={seed}", f"--device={args.device}", *dict(sweep.ARMS)[arm], *args.extra]
-    return sweep.train_run(out_dir, options, f"{size}{tag} {arm} lr={lr:g} seed={seed}", keep_checkpoint=False)
+               f"--seed={seed}", f"--device={args.device}", *(["--eval_full=True"] if args.full_eval else []),
+               *dict(sweep.ARMS)[arm], *args.extra]
+    return sweep.train_run(out_dir, options, f"{size}{tag} {arm} lr={lr:g} seed={seed}", keep_checkpoint=False,
+                           on_code_change=args.on_code_change)
 
 
 def tune(args, size, arm, iters):
-    """The grid at the first seed, extended until the best is interior (or max_extend), then the other seeds at the
-    best rate. Returns {grid, best_lr, interior, runs: {seed: summary}}."""
-    ratio = (args.lrs[-1] / args.lrs[0]) ** (1 / (len(args.lrs) - 1)) if len(args.lrs) > 1 else math.sqrt(10)
-    grid, extended = {}, {"low": 0, "high": 0}
-    todo = list(args.lrs)
-    while todo:
-        lr = todo.pop(0)
-        grid[lr] = one_run(args, size, arm, lr, args.seeds[0], iters)["evals"][-1][2]
-        if not todo:
-            nxt = next_rate(grid, ratio, extended, args.max_extend)
-            todo = [nxt] if nxt is not None else []
-    best, interior = best_rate(grid)
+    """sweep.tune at the first seed (the grid, extended past an edge best, then refined to √2 unless --no-refine),
+    then the other seeds at the best rate. Returns {grid, best_lr, interior, runs: {seed: summary}}."""
+    grid = sweep.tune(lambda lr: sweep.final_loss(one_run(args, size, arm, lr, args.seeds[0], iters)), args.lrs,
+                      args.max_extend, args.refine)
+    best, interior = sweep.best_rate(grid)
     runs = {seed: one_run(args, size, arm, best, seed, iters) for seed in args.seeds}
     return {"grid": grid, "best_lr": best, "interior": interior, "runs": runs}
 
@@ -154,7 +125,7 @@ def bench_setup(base):
     cfg = {"__file__": path}
     exec(open(path).read(), cfg)
     spec = ":".join(f"{k}={cfg[k]}" for k in BENCH_KEYS if k in cfg)
-    vocab = 65 if cfg.get("dataset", "shakespeare_char") == "shakespeare_char" else 50304
+    vocab = {"shakespeare_char": 65, "pycode": 256, "enwik8": 256}.get(cfg.get("dataset", "shakespeare_char"), 50304)
     return spec, ["--block_size", str(cfg.get("block_size", 64)), "--batch_size", str(cfg.get("batch_size", 12)),
                   "--vocab_size", str(vocab), "--curvature_init", str(cfg.get("curvature_init", -0.05))]
 
@@ -164,18 +135,23 @@ def compiled_ratio(args, size):
     if args.cost_ratios:
         return args.cost_ratios[args.sizes.index(size)]
     path = os.path.abspath(os.path.join(args.out, "bench", f"{size}.json"))
-    if not os.path.exists(path):
+    layers, width = parse_size(size)
+    spec, context = bench_setup(args.base)
+    base, curved = f"euclidean:smear=True:{spec}", f"hyperbolic:prev_token:tangent:smear=False:{spec}"
+    want = {"compile": True, "optimizer": "muon", "configs": [base, curved], "n_layer": layers, "n_embd": width,
+            "n_head": width // args.head_size, "device": args.device, "rounds": args.bench_rounds,
+            **{k[2:]: v for k, v in zip(context[::2], context[1::2])}}
+    saved = json.load(open(path)) if os.path.exists(path) else None
+    # reused only if it timed this model: bench.py records its arguments (context values compared as text)
+    if saved is None or any(str(saved["settings"].get(k)) != str(v) for k, v in want.items()):
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        layers, width = parse_size(size)
-        spec, context = bench_setup(args.base)
-        base, curved = f"euclidean:smear=True:{spec}", f"hyperbolic:prev_token:tangent:smear=False:{spec}"
         cmd = [sys.executable, os.path.join(HERE, "bench.py"), "--compile", "--optimizer", "muon", "--configs", base,
                curved, "--n_layer", str(layers), "--n_embd", str(width), "--n_head", str(width // args.head_size),
                "--device", args.device, "--rounds", str(args.bench_rounds), "--json", path, *context]
         print(f"=== {size} bench.py --compile", flush=True)
         subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)
-    with open(path) as f:
-        rows = {r["name"]: r["ms"] for r in json.load(f)["rows"]}
+        saved = json.load(open(path))
+    rows = {r["name"]: r["ms"] for r in saved["rows"]}
     compiled = [ms for name, ms in rows.items() if name.endswith("+compile")]
     return compiled[1] / compiled[0]
 
@@ -186,13 +162,13 @@ def summarize(args, results, ratios):
     for size, arms in results.items():
         base = arms[BASELINE]["runs"]
         for arm, r in arms.items():
-            finals = [s["evals"][-1][2] for s in r["runs"].values()]
+            finals = [sweep.final_loss(s) for s in r["runs"].values()]
             row = {"size": size, "params": non_embedding_params(*parse_size(size)), "iters": args.iters_of[size],
                    "arm": arm, "best_lr": r["best_lr"], "interior": r["interior"], "val": mean_std(finals),
                    "ratio": ratios[size],
                    "ms_per_iter": statistics.median(s["ms_per_iter"] for s in r["runs"].values())}
             for view in VIEWS:
-                row[view] = mean_std([delta(r["runs"][sd]["evals"], base[sd]["evals"], view, ratios[size])
+                row[view] = mean_std([delta(r["runs"][sd], base[sd], view, ratios[size])
                                       for sd in args.seeds])
             if arm.startswith("free"):  # heads that ended with κ > 0, per block, in each seed
                 row["positive_heads"] = [positive_heads(s["kappa"]) for s in r["runs"].values()]
@@ -302,6 +278,10 @@ def parse(argv):
                    "(default: every size but the smallest)")
     p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2], help="the starting grid (geometric)")
     p.add_argument("--max_extend", type=int, default=2, help="grid extensions allowed past each edge")
+    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
+                   help="bisect until each best rate has tried neighbours within √2 (--no-refine: the grid only)")
+    p.add_argument("--full_eval", action=argparse.BooleanOptionalAction, default=True,
+                   help="each run's result is its loss on the whole validation split (train.py --eval_full)")
     p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2], help="the first also runs the grid")
     p.add_argument("--evals", type=int, default=12, help="evaluations per run")
     p.add_argument("--length_size", default="4x128", help="the size whose runs are repeated longer ('' to skip)")
@@ -312,8 +292,10 @@ def parse(argv):
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="out-ladder")
     p.add_argument("--quick", action="store_true", help="two tiny sizes and a few iterations, for CI")
+    sweep.add_reuse_argument(p)
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py overrides for every run")
     args = p.parse_args(argv)
+    args.lrs = sorted(set(args.lrs))  # the grid's ratio and edges are read off the sorted grid
     if args.quick:
         args.sizes, args.iters, args.head_size, args.seeds = ["1x16", "2x32"], [8], 16, args.seeds[:2]
         args.evals, args.length_size, args.length_mult, args.bench_rounds = 2, "1x16", 2, 2

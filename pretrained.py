@@ -16,7 +16,9 @@ padded); the MLP's activation is GPT-2's tanh-approximated GELU (mlp='gelu_tanh'
 ε = 1e-5; learned positions, cropped to the run's block_size (≤ 1,024). Attention scores are q·k/√head_size, as
 scale_attn_weights=True; checkpoints with any other attention scaling are refused.
 
-A model with curvature loads GPT-2's weights into its Euclidean parts and starts its curvature and reference
+A bare init_from='gpt2' gives GPT-2 itself (curvature='euclidean', whatever the default curvature is); a curvature
+set in a config file or on the command line asks for a curved model. A model with curvature loads GPT-2's weights
+into its Euclidean parts and starts its curvature and reference
 share at their init: with the graft of model.py's docstring (reference_share=True, κ starting at 0) its logits
 at step 0 are GPT-2's. Options that fix the architecture (ARCH_KEYS) come from the checkpoint; setting one to
 another value is an error.
@@ -120,8 +122,11 @@ def read_vocab(path):
 
 def merge_args(hf_args, cfg, explicit, defaults):
     """The loaded model's GPTConfig options: the checkpoint's architecture, the run's everything else (dropout,
-    curvature, ...). An architecture option set (in `explicit`, or unlike `defaults`) to another value, or a
-    block_size beyond the checkpoint's positions, is a ConfigError."""
+    curvature, ...); Euclidean unless curvature is set (in `explicit`, or unlike `defaults`; without `defaults`, cfg is
+    taken as asked for). An architecture option set to another value than the checkpoint's, or a block_size beyond
+    the checkpoint's positions, is a ConfigError."""
+    curved = defaults is None or "curvature" in explicit or cfg["curvature"] != defaults["curvature"]
+    defaults = cfg if defaults is None else defaults
     explicit = set(explicit) | {k for k in ARCH_KEYS if cfg[k] != defaults[k]}
     for key in ARCH_KEYS:
         if key in explicit and cfg[key] != hf_args[key]:
@@ -131,7 +136,10 @@ def merge_args(hf_args, cfg, explicit, defaults):
     if cfg["block_size"] > hf_args["block_size"]:
         raise ConfigError(f"block_size={cfg['block_size']} is longer than the checkpoint's "
                           f"{hf_args['block_size']} positions")
-    return {k: cfg[k] for k in MODEL_KEYS} | {k: hf_args[k] for k in ARCH_KEYS + ("vocab_size",)}
+    args = {k: cfg[k] for k in MODEL_KEYS} | {k: hf_args[k] for k in ARCH_KEYS + ("vocab_size",)}
+    if not curved:  # a bare init_from='gpt2' is GPT-2, as nanoGPT's users expect; a curved model is asked for
+        args["curvature"] = "euclidean"
+    return args
 
 
 def state_from_hf(path, args):
@@ -167,7 +175,7 @@ def state_from_hf(path, args):
 def load(init_from, cfg, explicit=(), defaults=None):
     """(model, model_args, vocab, meta) for init_from: GPT-2's weights in a GPT built from the run's options."""
     path = locate(init_from)
-    return _build(path, merge_args(read_hf_config(path), cfg, explicit, defaults or cfg))
+    return _build(path, merge_args(read_hf_config(path), cfg, explicit, defaults))
 
 
 def load_euclidean(init_from):
@@ -213,6 +221,27 @@ def graft_caveats(config):
 # ----------------------------------------------------------------------------- export
 
 
+# Every GPTConfig option, for export: GPT-2's checkpoint holds the sizes; the options in EXPORT_IGNORES do not change
+# a Euclidean model's function (curvature's own options, init, training-time switches); every other option must have
+# the value GPT-2 computes with, or the model is refused: a tested list, so a new option cannot slip through.
+EXPORT_SIZES = ("block_size", "vocab_size", "n_layer", "n_head", "n_embd", "bias", "tie_embeddings")
+EXPORT_IGNORES = ("dropout", "curvature_init", "curvature_per_head", "curvature_shared", "reference",
+                  "reference_window", "residual", "geometry_dtype", "geometry_checkpoint", "zero_init_proj")
+EXPORT_REQUIRES = {"curvature": "euclidean", "block": "gpt", "reference_share": False, "attention": "dot",
+                   "aggregate": "tangent", "pos_embedding": "learned", "norm": "layernorm", "qk_norm": False,
+                   "logit_softcap": 0.0, "attn_scale_learnable": False, "smear": False}
+
+
+def export_refusals(c):
+    """Why a model of GPTConfig `c` cannot be written as GPT-2 (every option GPT-2 cannot express), [] if it can."""
+    why = [f"{k}={getattr(c, k)!r} (GPT-2 has {v!r})" for k, v in EXPORT_REQUIRES.items() if getattr(c, k) != v]
+    if c.mlp not in ("gelu", "gelu_tanh"):
+        why.append(f"mlp={c.mlp!r} (GPT-2 has a GELU)")
+    if c.attn_scale not in (0.0, 1 / math.sqrt(c.head_size)):
+        why.append(f"attn_scale={c.attn_scale} (GPT-2 scales by 1/√head_size)")
+    return why
+
+
 def export(model, out, meta=None):
     """Write `model` (a Euclidean GPT of GPT-2's architecture) to directory `out` as a Hugging Face GPT-2
     checkpoint (config.json + model.safetensors; kappagpt_vocab.json for a character vocabulary). Missing
@@ -220,17 +249,7 @@ def export(model, out, meta=None):
     from safetensors.torch import save_file
 
     c = model.config
-    why = []
-    if c.curvature != "euclidean":
-        why.append(f"curvature={c.curvature!r}: Hugging Face's GPT-2 has no curvature or reference point, so a "
-                   f"curved model cannot be written as one (only curvature='euclidean' exports)")
-    unlike = {"pos_embedding": "learned", "norm": "layernorm", "qk_norm": False, "logit_softcap": 0.0,
-              "attn_scale_learnable": False, "smear": False}
-    why += [f"{k}={getattr(c, k)!r} (GPT-2 has {v!r})" for k, v in unlike.items() if getattr(c, k) != v]
-    if c.mlp not in ("gelu", "gelu_tanh"):
-        why.append(f"mlp={c.mlp!r} (GPT-2 has a GELU)")
-    if c.attn_scale not in (0.0, 1 / math.sqrt(c.head_size)):
-        why.append(f"attn_scale={c.attn_scale} (GPT-2 scales by 1/√head_size)")
+    why = export_refusals(c)
     if why:
         raise RunError("cannot export as GPT-2: " + "; ".join(why))
     sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}

@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: tiny data made here, tiny models, and the checks every mode must pass."""
 import hashlib
+import json
 import math
 import random
 import os
@@ -113,6 +114,23 @@ def train_losses(model, steps, autocast=False, optimizer="adamw"):
         losses.append(loss.item())
     assert all(math.isfinite(l) for l in losses)
     return losses, opt
+
+
+def fake_bench_run(calls):
+    """A stand-in for ladder's `subprocess.run` of bench.py --json: it records the command and writes what bench.py
+    writes, its arguments as settings and compiled rows (curved 9 ms over the baseline's 8 ms)."""
+
+    def run(cmd, **kwargs):
+        calls.append(cmd)
+        settings = {cmd[i][2:]: cmd[i + 1] for i in range(2, len(cmd) - 1)
+                    if cmd[i].startswith("--") and not cmd[i + 1].startswith("--")}
+        settings |= {"configs": cmd[cmd.index("--configs") + 1: cmd.index("--configs") + 3], "compile": True}
+        rows = [{"name": "euclidean", "ms": 10.0}, {"name": "euclidean +compile", "ms": 8.0},
+                {"name": "hyperbolic", "ms": 15.0}, {"name": "hyperbolic +compile", "ms": 9.0}]
+        with open(cmd[cmd.index("--json") + 1], "w") as f:
+            json.dump({"settings": settings, "rows": rows}, f)
+
+    return run
 
 
 # ----------------------------------------------------------------------------- data

@@ -86,3 +86,12 @@ def test_every_result_table_keeps_its_command():
             checked += 1
             assert "```bash" in section, section.splitlines()[0]
     assert checked >= 8
+
+
+def test_the_torch_promise_is_the_version_the_suite_runs_on():
+    """requirements.txt and the README promise the torch that CI installs and the suite runs on, nothing wider."""
+    import torch
+
+    assert [line for line in read("requirements.txt").splitlines() if line.startswith("torch")] == ["torch==2.13.*"]
+    assert torch.__version__.startswith("2.13.")
+    assert "≥ 2.4" not in read("README.md") and "torch 2.13" in read("README.md")

@@ -60,3 +60,11 @@ def test_quick_graft_fine_tunes_every_arm_from_the_exported_model(char_data, tmp
     graft.main(args)
     assert capsys.readouterr().out.count("===") == 2  # the pretrain again (for its weights), then that fine-tune
     assert (out / "pretrain" / "hf" / "model.safetensors").exists()
+    # another pretrain: it is trained, exported again, and no fine-tune of the old one is reused
+    longer = args[:1] + ["--pretrain_iters", "24"] + args[1:]
+    graft.main(longer)
+    printed = capsys.readouterr().out
+    assert printed.count("===") == 1 + 6 and "pretrain (euclid)" in printed
+    with open(out / "pretrain" / "hf" / "kappagpt_source.json") as f:
+        assert "--max_iters=24" in json.load(f)["pretrain"]
+    assert "24 iterations" in (out / "graft.md").read_text()

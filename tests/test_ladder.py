@@ -8,40 +8,46 @@ import statistics
 import pytest
 
 import ladder
-from conftest import ROOT
+from conftest import ROOT, fake_bench_run
+import sweep
 
 BASE = [(0, 0.0, 4.0), (10, 1.0, 3.0), (20, 2.0, 2.0)]  # (iter, wall-clock s, val loss)
 ARM = [(0, 0.0, 4.0), (10, 1.5, 2.8), (20, 3.0, 1.8)]
 
 
 def test_delta_in_each_view_by_hand():
-    assert ladder.delta(ARM, BASE, "steps") == pytest.approx(1.8 - 2.0)
+    arm, base = {"evals": ARM}, {"evals": BASE}
+    assert ladder.delta(arm, base, "steps") == pytest.approx(1.8 - 2.0)
     # equal eager time: both at 2.0 s, the baseline's end; the arm is 1/3 of the way from 1.5 s to 3.0 s
-    assert ladder.delta(ARM, BASE, "eager") == pytest.approx((2.8 + (1.8 - 2.8) / 3) - 2.0)
+    assert ladder.delta(arm, base, "eager") == pytest.approx((2.8 + (1.8 - 2.8) / 3) - 2.0)
     # compiled ratio 1.25: the arm's 20 steps cost 25 baseline steps, so the arm is read at 16 steps
-    assert ladder.delta(ARM, BASE, "compiled", 1.25) == pytest.approx((2.8 + (1.8 - 2.8) * 0.6) - 2.0)
+    assert ladder.delta(arm, base, "compiled", 1.25) == pytest.approx((2.8 + (1.8 - 2.8) * 0.6) - 2.0)
     # ratio 0.8: the arm is cheaper, so the baseline is read at 16 steps against the arm's 20
-    assert ladder.delta(ARM, BASE, "compiled", 0.8) == pytest.approx(1.8 - (3.0 + (2.0 - 3.0) * 0.6))
-    assert ladder.delta(ARM, BASE, "compiled", 1.0) == ladder.delta(ARM, BASE, "steps")
+    assert ladder.delta(arm, base, "compiled", 0.8) == pytest.approx(1.8 - (3.0 + (2.0 - 3.0) * 0.6))
+    assert ladder.delta(arm, base, "compiled", 1.0) == ladder.delta(arm, base, "steps")
+    # equal steps read the whole-split loss when the run measured it; equal time starts the clock after startup
+    assert ladder.delta(dict(arm, final=1.7), dict(base, final=2.1), "steps") == pytest.approx(1.7 - 2.1)
+    late = {"evals": [(i, w + 1.0, v) for i, w, v in ARM], "startup_s": 1.0}  # 1 s of compilation first
+    assert ladder.delta(late, base, "eager") == pytest.approx(ladder.delta(arm, base, "eager"))
 
 
 def test_interpolate_stays_inside_the_curve():
     pts = [(0, 1.0), (10, 3.0)]
-    assert ladder.interpolate(pts, 2.5) == pytest.approx(1.5)
-    assert ladder.interpolate(pts, 10) == 3.0 and ladder.interpolate(pts, 11) is None
+    assert sweep.interpolate(pts, 2.5) == pytest.approx(1.5)
+    assert sweep.interpolate(pts, 10) == 3.0 and sweep.interpolate(pts, 11) is None
 
 
 def test_best_rate_is_interior_only_between_the_edges_and_the_grid_extends_past_an_edge():
-    assert ladder.best_rate({1e-3: 2.0, 3e-3: 1.9, 1e-2: 2.1}) == (3e-3, True)
-    assert ladder.best_rate({1e-3: 1.8, 3e-3: 1.9, 1e-2: 2.1}) == (1e-3, False)
+    assert sweep.best_rate({1e-3: 2.0, 3e-3: 1.9, 1e-2: 2.1}) == (3e-3, True)
+    assert sweep.best_rate({1e-3: 1.8, 3e-3: 1.9, 1e-2: 2.1}) == (1e-3, False)
     extended = {"low": 0, "high": 0}
     grid = {1e-2: 1.8, 3e-2: 1.9, 1e-1: 2.0}
-    assert ladder.next_rate(grid, 10 ** 0.5, extended, 2) == pytest.approx(3.2e-3)  # one √10 below, 2 digits
-    assert ladder.next_rate({1e-2: 2.0, 3e-2: 1.9}, 3.0, extended, 2) == pytest.approx(9e-2)
+    assert sweep.next_rate(grid, 10 ** 0.5, extended, 2) == pytest.approx(3.2e-3)  # one √10 below, 2 digits
+    assert sweep.next_rate({1e-2: 2.0, 3e-2: 1.9}, 3.0, extended, 2) == pytest.approx(9e-2)
     assert extended == {"low": 1, "high": 1}
     extended["low"] = 2
-    assert ladder.next_rate(grid, 10 ** 0.5, extended, 2) is None  # that side has had its extensions
-    assert ladder.next_rate({1e-3: 2.0, 3e-3: 1.9, 1e-2: 2.1}, 3.0, {"low": 0, "high": 0}, 2) is None
+    assert sweep.next_rate(grid, 10 ** 0.5, extended, 2) is None  # that side has had its extensions
+    assert sweep.next_rate({1e-3: 2.0, 3e-3: 1.9, 1e-2: 2.1}, 3.0, {"low": 0, "high": 0}, 2) is None
 
 
 def test_non_embedding_parameters_are_those_of_the_blocks():
@@ -72,16 +78,7 @@ def test_the_bench_spec_is_the_base_configs_model(config):
 
 def test_compiled_ratio_runs_bench_once_and_divides_curved_by_baseline(tmp_path, monkeypatch):
     calls = []
-
-    def fake_bench(cmd, **kwargs):  # what bench.py --json writes: eager and compiled rows, baseline first
-        calls.append(cmd)
-        path = cmd[cmd.index("--json") + 1]
-        rows = [{"name": "euclidean", "ms": 10.0}, {"name": "euclidean +compile", "ms": 8.0},
-                {"name": "hyperbolic", "ms": 15.0}, {"name": "hyperbolic +compile", "ms": 9.0}]
-        with open(path, "w") as f:
-            json.dump({"rows": rows}, f)
-
-    monkeypatch.setattr(ladder.subprocess, "run", fake_bench)
+    monkeypatch.setattr(ladder.subprocess, "run", fake_bench_run(calls))
     args = ladder.parse(["--out", str(tmp_path / "deep" / "ladder"), "--sizes", "2x64", "--length_size", ""])
     assert ladder.compiled_ratio(args, "2x64") == pytest.approx(9.0 / 8.0)
     assert ladder.compiled_ratio(args, "2x64") == pytest.approx(9.0 / 8.0) and len(calls) == 1  # kept, not rerun
@@ -102,16 +99,23 @@ def test_quick_ladder_tables_follow_from_its_runs(char_data, tmp_path, capsys):
                                                      ("2x32", "hyp-prev-tangent")}
     for r in rows:
         grid = {float(lr): v for lr, v in saved["grids"][r["size"]][r["arm"]].items()}
-        assert 2 <= len(grid) <= 3 and r["best_lr"] == min(grid, key=grid.get)  # the grid and at most one extension
-        assert r["interior"] == (min(grid) < r["best_lr"] < max(grid))
+        best, interior = sweep.best_rate(grid)
+        assert r["best_lr"] == best and r["interior"] == interior
+        lrs = sorted(grid)
+        i = lrs.index(best)
+        if interior:  # refined: tried neighbours within √2 on both sides
+            assert lrs[i] / lrs[i - 1] <= 2 ** 0.5 + 1e-6 and lrs[i + 1] / lrs[i] <= 2 ** 0.5 + 1e-6
+        else:  # at an edge after its one extension
+            assert len(grid) == 3
         runs = saved["runs"][r["size"]][r["arm"]]
         base = saved["runs"][r["size"]]["euclid+smear"]
         assert sorted(runs) == ["1", "1337"]  # both seeds at the best rate
-        diffs = [runs[sd]["evals"][-1][2] - base[sd]["evals"][-1][2] for sd in runs]
+        assert all(runs[sd]["final"] is not None for sd in runs)  # each result on the whole validation split
+        diffs = [runs[sd]["final"] - base[sd]["final"] for sd in runs]
         assert r["steps"][0] == pytest.approx(statistics.mean(diffs))
         assert r["steps"][1] == pytest.approx(statistics.stdev(diffs))
         ratio = 1.25 if r["size"] == "1x16" else 0.8
-        want = [ladder.delta(runs[sd]["evals"], base[sd]["evals"], "compiled", ratio) for sd in runs]
+        want = [ladder.delta(runs[sd], base[sd], "compiled", ratio) for sd in runs]
         assert r["compiled"][0] == pytest.approx(statistics.mean(want)) and r["ratio"] == ratio
     free = next(r for r in rows if r["arm"] == "free-prev-tangent")
     assert len(free["positive_heads"]) == 2 and all(len(per_seed) == 1 for per_seed in free["positive_heads"])

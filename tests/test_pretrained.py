@@ -19,6 +19,7 @@ from loader import open_dataset  # noqa: E402
 from conftest import ROOT, full_logits, run_error, tiny_args  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 from runtime import RunError, configure_optimizers  # noqa: E402
+from generate import generate
 
 HF_TINY = dict(vocab_size=97, n_positions=32, n_embd=48, n_layer=2, n_head=4, resid_pdrop=0.0, embd_pdrop=0.0,
                attn_pdrop=0.0)
@@ -93,7 +94,7 @@ def test_greedy_generation_gives_transformers_tokens(tied):
     path, theirs = tied
     model = pretrained.load(str(path), run_cfg())[0].eval()
     prompt = torch.tensor([[5, 17, 42, 8]])
-    ours = model.generate(prompt, 20, top_k=1)  # top_k=1 samples the argmax: greedy
+    ours = generate(model, prompt, 20, top_k=1)  # top_k=1 samples the argmax: greedy
     with torch.no_grad():
         ref = theirs.generate(prompt, max_new_tokens=20, do_sample=False, pad_token_id=0)
     assert ours.tolist() == ref.tolist()
@@ -210,7 +211,7 @@ def test_export_opens_in_transformers_with_the_same_logits_and_round_trips(tmp_p
 
 def test_a_curved_model_does_not_export_and_nothing_is_written(tmp_path):
     model = ours_model(curvature="hyperbolic")
-    with pytest.raises(RunError, match="curved model cannot be written as one"):
+    with pytest.raises(RunError, match="cannot export as GPT-2: curvature='hyperbolic' \\(GPT-2 has 'euclidean'\\)"):
         pretrained.export(model, str(tmp_path / "hf"))
     assert not (tmp_path / "hf").exists()
 

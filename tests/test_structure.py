@@ -37,14 +37,16 @@ def imported_modules(name):
     ("runtime", {"model", "configurator", "loader"}),
     ("hellaswag", {"loader"}),
     ("logger", {"runtime"}),
-    ("sample", {"runtime", "configurator", "loader", "pretrained"}),
+    ("generate", set()),  # the decoding loop beside the model, as gpt-fast keeps it
+    ("sample", {"runtime", "configurator", "loader", "pretrained", "generate"}),
     ("pretrained", {"model", "runtime", "configurator"}),  # GPT-2's weights in and out
     ("export", {"pretrained", "runtime"}),
-    ("bench", {"geometry", "model", "runtime"}),
+    ("bench", {"geometry", "model", "runtime", "generate"}),
     ("accuracy", {"geometry"}),
     ("analyze", {"geometry", "loader", "runtime"}),
     ("sweep", set()),  # runs train.py in subprocesses
     ("ladder", {"sweep"}),  # sweep's runs and pairing, over model sizes
+    ("study", {"sweep", "ladder"}),  # the ladder's runs and timings, over training lengths and corpora
     ("graft", {"sweep", "pretrained", "runtime"}),  # sweep's runs, from an exported model
 ])
 def test_imports_point_one_way(name, allowed):

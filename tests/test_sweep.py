@@ -11,16 +11,17 @@ def test_sweep_picks_each_arms_best_rate_and_reports_equal_steps_and_wall_clock(
     tiny = ["--n_layer=1", "--n_embd=32", "--n_head=2", "--block_size=16", "--batch_size=4", "--eval_iters=2",
             "--log_interval=2", f"--data_dir={char_data}"]
     args = ["--max_iters", "6", "--eval_interval", "3", "--lrs", "1e-3", "3e-2", "--seeds", "1337", "1", "--arms",
-            "euclid", "hyp-prev-tangent", "--out", str(out), "--extra", *tiny]
+            "euclid", "hyp-prev-tangent", "--max_extend", "0", "--no-refine", "--out", str(out), "--extra", *tiny]
     summary = sweep.main(args)
     saved = json.loads((out / "sweep.json").read_text())
     for row in summary["rows"]:
         runs = saved["runs"][row["arm"]]
-        grid = {r["lr"]: r["evals"][-1][2] for r in runs if r["seed"] == 1337}
+        grid = {r["lr"]: r["final"] for r in runs if r["seed"] == 1337}
         assert row["best_lr"] == min(grid, key=grid.get) and len(grid) == 2  # the grid ran at the first seed
         finals = [r for r in runs if r["lr"] == row["best_lr"]]
         assert sorted(r["seed"] for r in finals) == [1, 1337]  # then the other seeds at the best rate
-        mean = sum(r["evals"][-1][2] for r in finals) / 2
+        assert all(r["final"] is not None for r in finals)  # on the whole validation split
+        mean = sum(r["final"] for r in finals) / 2
         assert row["val_at_steps"][0] == pytest.approx(mean)
         assert row["ms_per_iter"] > 0
     best = {row["arm"]: row["best_lr"] for row in summary["rows"]}
