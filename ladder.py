@@ -25,7 +25,8 @@ The three views of Δ = val loss(arm) − val loss(baseline), per seed:
   the last evaluation's batches);
 - equal eager wall-clock: both at the earlier of the two runs' end times, each read off its own loss-vs-time
   curve by linear interpolation between evaluations, the clock started at steady stepping (sweep.steady: without
-  compilation and warm-up);
+  compilation and warm-up); a curve is anchored at its run's result (`read`: the result plus the curve's change
+  from the reading point to its end), so the batch estimates' own level does not enter;
 - equal compiled cost: r = compiled ms/iter of the curved block ÷ the baseline's at that size (bench.py --compile,
   alternating rounds in one process; one curved arm is timed and stands for all, as they share the block). The
   curved run at N/r steps is compared with the baseline at N steps (or the baseline at N·r when r < 1), read off
@@ -64,12 +65,17 @@ def delta(arm, base, view, ratio=1.0):
     arm_evals, base_evals = sweep.steady(arm), sweep.steady(base)
     if view == "eager":
         t = min(arm_evals[-1][1], base_evals[-1][1])
-        return (sweep.interpolate([(e[1], e[2]) for e in arm_evals], t) -
-                sweep.interpolate([(e[1], e[2]) for e in base_evals], t))
+        return read(arm, [(e[1], e[2]) for e in arm_evals], t) - read(base, [(e[1], e[2]) for e in base_evals], t)
     n = base_evals[-1][0]  # compiled: the arm's step count at the baseline's cost, or the other way round
     arm_at, base_at = (n / ratio, n) if ratio >= 1 else (n, n * ratio)
-    return (sweep.interpolate([(e[0], e[2]) for e in arm_evals], arm_at) -
-            sweep.interpolate([(e[0], e[2]) for e in base_evals], base_at))
+    return read(arm, [(e[0], e[2]) for e in arm_evals], arm_at) - read(base, [(e[0], e[2]) for e in base_evals], base_at)
+
+
+def read(summary, curve, x):
+    """A run's loss at x (a step or a time) off its curve of batch estimates, anchored at its result: the result
+    (the whole-split loss, when measured) plus how far the curve moves between x and its end. The batch estimates'
+    own level is noise (on pycode ±0.03 from the whole split) that the anchor removes; at the end it is the result."""
+    return sweep.final_loss(summary) + sweep.interpolate(curve, x) - curve[-1][1]
 
 
 mean_std = sweep.mean_std

@@ -28,8 +28,9 @@ Views of Δ = loss(arm) − loss(euclid+smear), paired by seed (the same data or
 - equal steps: the final losses, in nats (bits = nats / ln 2 per character or byte), mean ± std and the paired t;
 - equal compiled cost: r = compiled ms/iter of the arm's block ÷ the baseline's at that size (bench.py --compile,
   the three blocks alternating in one process; the curved arms share one timing); the arm at N/r steps against the
-  baseline at N (or the baseline at N·r when r < 1), read off the loss-vs-step curves of batch estimates. A run cut
-  short has not finished its decay, so this view is conservative for the arm that is cut.
+  baseline at N (or the baseline at N·r when r < 1), read off the loss-vs-step curves of batch estimates anchored at
+  each run's whole-split result (ladder.read: the curves give the change, the result the level). A run cut short
+  has not finished its decay, so this view is conservative for the arm that is cut.
 Mixed curvature's κ at the end: the number of heads with κ > 0, per block, in each seed.
 
 Writes OUT/study.md (the table, the grids), OUT/study.json and OUT/study.png (Δ against training length, per corpus).
@@ -214,13 +215,14 @@ def plot(args, rows, path):
     fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4.2), sharey=True, squeeze=False)
     for ax, corpus in zip(axes[0], corpora):
         mine = [r for r in rows if r["corpus"] == corpus and r["arm"] != BASELINE]
-        for size in dict.fromkeys(r["size"] for r in mine):
+        arms = list(dict.fromkeys(r["arm"] for r in rows if r["arm"] != BASELINE))
+        for i, size in enumerate(dict.fromkeys(r["size"] for r in mine)):
             for arm in dict.fromkeys(r["arm"] for r in mine):
                 pts = sorted((r["mult"], r["steps"][0], r["steps"][1]) for r in mine
                              if r["size"] == size and r["arm"] == arm)
                 xs, ys, sd = zip(*pts)
-                ax.errorbar([iterations(args, m) for m in xs], ys, yerr=sd, marker="o", capsize=3,
-                            ls="-" if size == mine[0]["size"] else "--", label=f"{arm} ({size})")
+                ax.errorbar([iterations(args, m) for m in xs], ys, yerr=sd, marker="os^D"[i % 4], capsize=3,
+                            color=f"C{arms.index(arm)}", ls=("-", "--", ":")[i % 3], label=f"{arm} ({size})")
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xscale("log")
         ax.set_title(f"{corpus}: arm − {BASELINE}, equal steps")

@@ -302,11 +302,14 @@ def interpolate(points, x):
     return points[-1][1] if points and x == points[-1][0] else None
 
 
-def at_wall(evals, budget):
+def at_wall(evals, budget, final=None):
     """Val loss at `budget` seconds of the run's clock, read off its loss-vs-time curve by linear interpolation
-    between evaluations (the rule ladder.py's equal-time view uses too); NaN past the run's end."""
+    between evaluations and, given the run's whole-split result `final`, anchored at it (the curve's change from
+    `budget` to its end added to the result: ladder.read's rule too); NaN past the run's end."""
     y = interpolate([(wall, loss) for _, wall, loss in evals], budget)
-    return float("nan") if y is None else y
+    if y is None:
+        return float("nan")
+    return y if final is None else final + y - evals[-1][2]
 
 
 def mean_std(xs):
@@ -325,11 +328,11 @@ def summarize(results, seeds):
     rows = []
     for name, runs in finals.items():
         steps = mean_std([r["final"] for r in runs])
-        wall = mean_std([at_wall(r["evals"], budget) for r in runs])
+        wall = mean_std([at_wall(r["evals"], budget, r["final"]) for r in runs])
         rows.append({"arm": name, "best_lr": best[name], "interior": best_rate(grid[name])[1],
                      "seeds": [r["seed"] for r in runs], "val_at_steps": steps, "val_at_wall": wall,
                      "ms_per_iter": statistics.median(r["ms_per_iter"] for r in runs),
-                     "finals": {r["seed"]: (r["final"], at_wall(r["evals"], budget)) for r in runs}})
+                     "finals": {r["seed"]: (r["final"], at_wall(r["evals"], budget, r["final"])) for r in runs}})
     # a seed fixes the data order (and, without the full-split evaluation, the evaluation batches), so differences
     # within a seed are the sharp comparison
     ref = next((r for r in rows if r["arm"] == "euclid+smear"), rows[0])

@@ -27,6 +27,11 @@ def test_delta_in_each_view_by_hand():
     assert ladder.delta(arm, base, "compiled", 1.0) == ladder.delta(arm, base, "steps")
     # equal steps read the whole-split loss when the run measured it; equal time starts the clock after startup
     assert ladder.delta(dict(arm, final=1.7), dict(base, final=2.1), "steps") == pytest.approx(1.7 - 2.1)
+    # with whole-split results, the curves give the change and the results the level: the arm at 16 steps is its
+    # result plus its curve's rise from 20 back to 16 steps
+    rise = (2.8 + (1.8 - 2.8) * 0.6) - 1.8
+    assert ladder.delta(dict(arm, final=1.7), dict(base, final=2.1), "compiled", 1.25) == pytest.approx(
+        1.7 + rise - 2.1)
     late = {"evals": [(i, w + 1.0, v) for i, w, v in ARM], "startup_s": 1.0}  # 1 s of compilation first
     assert ladder.delta(late, base, "eager") == pytest.approx(ladder.delta(arm, base, "eager"))
 

@@ -142,6 +142,7 @@ def test_equal_wall_clock_interpolates_and_starts_at_steady_stepping():
     evals = [(0, 0.0, 4.0), (10, 2.0, 3.0), (20, 4.0, 2.0)]
     assert sweep.at_wall(evals, 3.0) == pytest.approx(2.5)  # halfway between the evaluations, not the earlier one
     assert math.isnan(sweep.at_wall(evals, 5.0))
+    assert sweep.at_wall(evals, 3.0, final=1.9) == pytest.approx(1.9 + 2.5 - 2.0)  # anchored at the whole-split result
     summary = {"evals": [(0, 5.0, 4.0), (10, 7.0, 3.0)], "startup_s": 5.0}  # 5 s of compilation before the steps
     assert sweep.steady(summary) == [(0, 0.0, 4.0), (10, 2.0, 3.0)]
     assert sweep.final_loss({"evals": evals, "final": 1.9}) == 1.9 and sweep.final_loss({"evals": evals}) == 2.0

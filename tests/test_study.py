@@ -49,10 +49,10 @@ def test_summary_rows_by_hand():
     assert free["ratio"] == pytest.approx(1.25) and rows["ngpt"]["ratio"] == pytest.approx(1.0)
     assert free["positive_heads"] == [[1, 2], [1, 2]]
     assert free["val"][0] == pytest.approx(1.505) and not free["interior"]
-    # equal compiled cost at ratio 1.25: the arm at 16 of its 20 steps (its curve: 3.0 at 10, final+0.01 at 20),
-    # the baseline at its 20 (its curve's last point, final+0.01)
-    at16 = [3.0 + (1.46 - 3.0) * 0.6, 3.0 + (1.57 - 3.0) * 0.6]
-    assert free["compiled"][0] == pytest.approx(sum(a - b for a, b in zip(at16, [1.51, 1.61])) / 2)
+    # equal compiled cost at ratio 1.25: the arm at 16 of its 20 steps, off its curve (3.0 at 10, final + 0.01 at 20)
+    # anchored at its final (so: the curve's value − 0.01), the baseline at its 20 steps (its final)
+    at16 = [3.0 + (1.46 - 3.0) * 0.6 - 0.01, 3.0 + (1.57 - 3.0) * 0.6 - 0.01]
+    assert free["compiled"][0] == pytest.approx(sum(a - b for a, b in zip(at16, [1.50, 1.60])) / 2)
     assert rows["ngpt"]["compiled"][0] == pytest.approx(rows["ngpt"]["steps"][0])  # ratio 1: the steps view
     assert "steps" not in rows["euclid+smear"]
 
