@@ -30,7 +30,7 @@ The three views of Δ = val loss(arm) − val loss(baseline), per seed:
 - equal compiled cost: r = compiled ms/iter of the curved block ÷ the baseline's at that size (bench.py --compile,
   alternating rounds in one process; one curved arm is timed and stands for all, as they share the block). The
   curved run at N/r steps is compared with the baseline at N steps (or the baseline at N·r when r < 1), read off
-  the loss-vs-step curves. A run cut at N/r has not finished its learning-rate decay, so this view is conservative
+  the loss-vs-step curves, anchored likewise. A run cut at N/r has not finished its learning-rate decay, so this view is conservative
   for the arm that is cut.
 
 A finished run is reused on a rerun when nothing it depended on changed (sweep.finished), so the ladder can be

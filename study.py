@@ -53,8 +53,8 @@ BLOCKS = [("shakespeare_char", "4x128", 1), ("pycode", "2x64", 1), ("shakespeare
           ("shakespeare_char", "4x128", 4), ("pycode", "2x64", 4), ("pycode", "2x64", 16)]
 QUICK_BLOCKS = [("shakespeare_char", "1x16", 1), ("pycode", "1x16", 1), ("shakespeare_char", "1x16", 2)]
 ARMS = [BASELINE, "ngpt", "zero-prev-tangent", "free-prev-tangent"]
-# where the size ladder's √10 grid already ran an arm (results/ladder/ladder.md: its best rates), the study's 1× block
-# starts from the √2 grid around that best instead of running the coarse grid again
+# where the size ladder's √10 grid already ran an arm (results/ladder/ladder.md: its best rates), the study's 1×
+# block starts from the √2 grid around that best instead of running the coarse grid again
 PRIOR = {("shakespeare_char", "4x128"): {BASELINE: 0.01, "zero-prev-tangent": 0.003, "hyp-prev-tangent": 0.003,
                                          "free-prev-tangent": 0.003},
          ("shakespeare_char", "6x192"): {BASELINE: 0.003, "zero-prev-tangent": 0.003, "hyp-prev-tangent": 0.003,

@@ -94,8 +94,8 @@ def test_compiled_ratio_runs_bench_once_and_divides_curved_by_baseline(tmp_path,
 @pytest.mark.slow
 def test_quick_ladder_tables_follow_from_its_runs(char_data, tmp_path, capsys):
     out = tmp_path / "ladder"
-    args = ["--quick", "--out", str(out), "--lrs", "1e-2", "3e-2", "--max_extend", "1", "--arms", "euclid+smear",
-            "hyp-prev-tangent", "--free_sizes", "1x16", "--cost_ratios", "1.25", "0.8", "--extra", "--eval_iters=2",
+    args = ["--quick", "--out", str(out), "--lrs", "1e-2", "3e-2", "--max_extend", "1", "--no-refine", "--arms",
+            "euclid+smear", "hyp-prev-tangent", "--free_sizes", "1x16", "--cost_ratios", "1.25", "0.8", "--extra", "--eval_iters=2",
             "--batch_size=4", "--block_size=16", "--log_interval=2", f"--data_dir={char_data}"]
     rows = ladder.main(args)
     saved = json.loads((out / "ladder.json").read_text())
@@ -106,11 +106,8 @@ def test_quick_ladder_tables_follow_from_its_runs(char_data, tmp_path, capsys):
         grid = {float(lr): v for lr, v in saved["grids"][r["size"]][r["arm"]].items()}
         best, interior = sweep.best_rate(grid)
         assert r["best_lr"] == best and r["interior"] == interior
-        lrs = sorted(grid)
-        i = lrs.index(best)
-        if interior:  # refined: tried neighbours within √2 on both sides
-            assert lrs[i] / lrs[i - 1] <= 2 ** 0.5 + 1e-6 and lrs[i + 1] / lrs[i] <= 2 ** 0.5 + 1e-6
-        else:  # at an edge after its one extension
+        assert 2 <= len(grid) <= 3  # the grid and at most one extension (no refinement: sweep.tune's tests cover it)
+        if not interior:  # at an edge after its one extension
             assert len(grid) == 3
         runs = saved["runs"][r["size"]][r["arm"]]
         base = saved["runs"][r["size"]]["euclid+smear"]

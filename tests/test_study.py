@@ -83,7 +83,7 @@ def pycode_data(tmp_path_factory):
 @pytest.mark.slow
 def test_quick_study_tunes_every_arm_per_block_and_resumes(char_data, pycode_data, tmp_path, capsys):
     out = tmp_path / "study"
-    args = ["--quick", "--out", str(out), "--lrs", "1e-2", "3e-2", "--max_extend", "1", "--cost_ratios", "1.25", "0.9",
+    args = ["--quick", "--out", str(out), "--lrs", "1e-2", "3e-2", "--max_extend", "0", "--cost_ratios", "1.25", "0.9",
             "--data_dirs", f"shakespeare_char={char_data}", f"pycode={pycode_data}",
             "--extra", "--eval_iters=2", "--batch_size=4", "--block_size=16", "--log_interval=2"]
     rows = study.main(args)

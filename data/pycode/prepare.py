@@ -6,9 +6,10 @@ Python source code at byte level: a second corpus, larger than Shakespeare and t
     python data/pycode/prepare.py --input DIR      # any source tree: every *.py file under DIR
 
 The default corpus is every .py file of SymPy 1.14.0's wheel (sympy-1.14.0-py3-none-any.whl, sha256 checked):
-1,533 files, 26.2 MB (train: 1,392 files, 23.2 MB; val: 141 files, 3.0 MB). Why this and not the Python standard library: the standard library on a machine depends on its
-Python version and distribution, while a pinned wheel's bytes are fixed by its checksum and pip fetches it from any
-package index (and a machine without one can be handed the file). Why SymPy: pure Python, large enough that a long
+1,533 files, 26.2 MB (train: 1,392 files, 23.2 MB; val: 141 files, 3.0 MB). Why this and not the Python standard
+library: the standard library on a machine depends on its Python version and distribution, while a pinned wheel's
+bytes are fixed by its checksum and pip fetches it from any package index (and a machine without one can be handed
+the file). Why SymPy: pure Python, large enough that a long
 CPU run never reads a byte twice, and deeply nested (packages, classes, methods, expression trees): code is where
 hierarchy, what hyperbolic geometry is said to capture, is explicit.
 
