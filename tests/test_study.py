@@ -62,10 +62,24 @@ def test_bad_blocks_and_arms_are_one_line_errors(tmp_path):
                       (["--blocks", "fineweb:2x64:1"], "a block is CORPUS:SIZE:MULT"),
                       (["--blocks", "pycode:2x48:1"], "not a multiple"),
                       (["--arms", "ngpt"], "including euclid+smear"),
+                      (["--blocks", "pycode:2x64:16:free-prev-tangent"], "including euclid+smear"),
+                      (["--blocks", "pycode:2x64:16:euclid+smear,curly"], "choose from"),
                       (["--data_dirs", "nowhere"], "CORPUS=DIR")):
         with pytest.raises(SystemExit, match=re.escape(msg)):
             study.main(argv + ["--out", str(tmp_path / "never")])
         assert not (tmp_path / "never").exists()
+
+
+def test_a_block_may_name_its_own_arms():
+    args = study.parse(["--blocks", "pycode:2x64:1", "pycode:2x64:16:euclid+smear,free-prev-tangent"])
+    assert args.blocks == [("pycode", "2x64", 1), ("pycode", "2x64", 16)]
+    assert args.block_arms == {("pycode", "2x64", 1): study.ARMS,
+                               ("pycode", "2x64", 16): ["euclid+smear", "free-prev-tangent"]}
+    default = study.parse([]).block_arms  # the default blocks leave out only what SKIP names, with --arms' order
+    assert default[("pycode", "2x64", 16)] == ["euclid+smear", "ngpt", "free-prev-tangent"]
+    assert default[("pycode", "2x64", 4)] == study.ARMS
+    assert study.parse(["--arms", *study.ARMS, "hyp-prev-tangent"]).block_arms[("pycode", "2x64", 16)][-1] == \
+        "hyp-prev-tangent"
 
 
 @pytest.fixture(scope="module")
