@@ -264,6 +264,9 @@ def parse(argv):
     p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py overrides for every run")
     args = p.parse_args(argv)
     args.lrs = sorted(set(args.lrs))
+    own = [a for a in args.extra if a.split("=")[0] in p._option_string_actions]
+    if own:
+        sys.exit(f"error: {own[0]} came after --extra, which passes everything after it to train.py: put --extra last")
     if args.quick:
         args.iters, args.head_size, args.seeds, args.evals, args.bench_rounds = 8, 16, args.seeds[:2], 2, 2
     parsed = [parse_block(b) for b in args.blocks] if args.blocks is not None else \

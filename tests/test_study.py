@@ -64,7 +64,8 @@ def test_bad_blocks_and_arms_are_one_line_errors(tmp_path):
                       (["--arms", "ngpt"], "including euclid+smear"),
                       (["--blocks", "pycode:2x64:16:free-prev-tangent"], "including euclid+smear"),
                       (["--blocks", "pycode:2x64:16:euclid+smear,curly"], "choose from"),
-                      (["--data_dirs", "nowhere"], "CORPUS=DIR")):
+                      (["--data_dirs", "nowhere"], "CORPUS=DIR"),
+                      (["--extra", "--eval_iters=2", "--blocks", "pycode:2x64:1"], "put --extra last")):
         with pytest.raises(SystemExit, match=re.escape(msg)):
             study.main(argv + ["--out", str(tmp_path / "never")])
         assert not (tmp_path / "never").exists()
