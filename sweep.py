@@ -112,13 +112,36 @@ def data_dir(options):
     return scope["data_dir"] or os.path.join(HERE, "data", scope["dataset"])
 
 
+# options that leave what a run computes alone: where it writes and how it reports
+NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run_name")
+
+
+def resolved(options):
+    """A digest of the options train.py runs `options` with (train.DEFAULTS, then the config files and overrides in
+    order), less those that leave what it computes alone (NOT_COMPUTED, and κ's initial value in a model whose κ is
+    not learned or fixed: curvature 'euclidean' or 'zero' never reads it). None when the options do not resolve:
+    train.py will say why."""
+    import train  # the defaults; imported here, as only fingerprints need them
+    from configurator import ConfigError, configure
+    argv = [o if o.startswith("--") or os.path.isabs(o) else os.path.join(HERE, o) for o in options]
+    try:
+        cfg = configure(train.DEFAULTS, argv)
+    except ConfigError:
+        return None
+    drop = set(NOT_COMPUTED) | ({"curvature_init"} if cfg.get("curvature") in ("euclidean", "zero") else set())
+    text = json.dumps({k: v for k, v in cfg.items() if k not in drop}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def fingerprint(options, inputs=None):
-    """What a run of `options` depends on beyond its command line: the contents of its config files, the code it
-    executes, its data (*.bin, meta.pkl), and `inputs` (what the caller says it read, e.g. graft's pretrain)."""
+    """What a run of `options` depends on beyond its command line: the contents of its config files and the options
+    they resolve to, the code it executes, its data (*.bin, meta.pkl), and `inputs` (what the caller says it read,
+    e.g. graft's pretrain)."""
     rel = lambda p: os.path.relpath(p, HERE)  # noqa: E731
     folder = data_dir(options)
     data = sorted(glob.glob(os.path.join(folder, "*.bin")) + glob.glob(os.path.join(folder, "meta.pkl")))
     return {"config": {rel(p): digest(p) for p in config_files(options)},
+            "resolved": resolved(options),
             "data": {os.path.basename(p): digest(p) for p in data},
             "code": {f: digest(os.path.join(HERE, f)) for f in CODE_FILES},
             "inputs": inputs or {}}
@@ -141,8 +164,10 @@ def changes(old, new):
 def finished(out_dir, options, inputs=None, on_code_change="stop"):
     """The summary of a finished run of these options in out_dir that may be reused, else None (train it).
 
-    The rule (docs/results.md): a run is reused when its command line, config files' contents, data and inputs are
-    the new run's; when one of those differs it is trained again. When only the code differs (or the run predates
+    The rule (docs/results.md): a run is reused when its command line, config files, data and inputs are the new
+    run's; when one of those differs it is trained again. Config files count as the same when the options the run
+    resolves to are (`resolved`: a base config's default model changed, and this run sets its own), and as changed
+    when those options are not (a default in train.py moved). When only the code differs (or the run predates
     fingerprints), on_code_change decides: 'stop' exits with one line naming what changed, 'retrain' trains it
     again, 'reuse' keeps it."""
     path = os.path.join(out_dir, "summary.json")
@@ -152,7 +177,13 @@ def finished(out_dir, options, inputs=None, on_code_change="stop"):
         summary = json.load(f)
     if summary["options"] != list(options):
         return None
-    diff = changes(summary.get("fingerprint"), fingerprint(options, inputs))
+    old, new = summary.get("fingerprint"), fingerprint(options, inputs)
+    diff = changes(old, new)
+    if old is not None and old.get("resolved") is not None:  # recorded since resolved options were
+        if old["resolved"] == new["resolved"]:
+            diff.pop("config", None)  # a config file was edited, but not in a way that changes this run's options
+        else:  # a default in train.py, or a config file, changed an option of this run
+            diff.setdefault("config", []).append("the options they resolve to")
     if {"config", "data", "inputs"} & set(diff):
         what = "; ".join(f"{k}: {', '.join(v)}" for k, v in diff.items() if k != "code")
         print(f"--- {out_dir}: {what} changed since it ran: training it again", flush=True)

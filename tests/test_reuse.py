@@ -67,6 +67,37 @@ def test_a_run_whose_config_file_changed_is_trained_again_and_a_code_change_stop
     assert sweep.finished(out, options, on_code_change="retrain") is None
 
 
+def test_a_config_edit_that_leaves_the_runs_options_alone_reuses_and_a_moved_default_trains_again(
+        char_data, config_pair, tmp_path, monkeypatch):
+    import train
+    child, base = config_pair
+    options = [str(child), *TINY, f"--data_dir={char_data}"]  # TINY: curvature='euclidean', κ₀ never read
+    out = str(tmp_path / "run")
+    first = sweep.train_run(out, options, "first")
+    assert first["fingerprint"]["resolved"]
+    base.write_text("learning_rate = 3e-3\ncurvature_init = -0.3\nwandb_run_name = 'renamed'\n")
+    assert sweep.finished(out, options) == first  # the file changed, the options this run resolves to did not
+    # a summary recorded before resolved options were falls back to the file contents: trained again
+    with open(os.path.join(out, "summary.json")) as f:
+        saved = json.load(f)
+    del saved["fingerprint"]["resolved"]
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(saved, f)
+    assert sweep.finished(out, options) is None
+    saved["fingerprint"]["resolved"] = first["fingerprint"]["resolved"]
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump(saved, f)
+    assert sweep.finished(out, options) is not None
+    # a default the run relies on moved (train.py changed): trained again, whatever the code-change policy
+    monkeypatch.setitem(train.DEFAULTS, "weight_decay", train.DEFAULTS["weight_decay"] / 2)
+    assert sweep.finished(out, options, on_code_change="reuse") is None
+    # κ₀ is an option of a model that learns κ
+    monkeypatch.undo()
+    curved = [str(child), *TINY, "--curvature=free", f"--data_dir={char_data}"]
+    assert sweep.resolved(curved) != sweep.resolved([*curved, "--curvature_init=0.1"])
+    assert sweep.resolved(options) == sweep.resolved([*options, "--curvature_init=0.1", "--out_dir=elsewhere"])
+
+
 def test_changed_data_is_trained_again_and_a_summary_without_fingerprint_is_not_trusted(char_data, tmp_path,
                                                                                          capsys):
     data = tmp_path / "data"
