@@ -77,7 +77,7 @@ def test_a_block_may_name_its_own_arms():
     assert args.block_arms == {("pycode", "2x64", 1): study.ARMS,
                                ("pycode", "2x64", 16): ["euclid+smear", "free-prev-tangent"]}
     default = study.parse([]).block_arms  # the default blocks leave out only what SKIP names, with --arms' order
-    assert default[("pycode", "2x64", 16)] == ["euclid+smear", "free-prev-tangent"]
+    assert default[("pycode", "2x64", 16)] == ["euclid+smear", "ngpt", "free-prev-tangent"]
     assert default[("shakespeare_char", "4x128", 4)] == ["euclid+smear", "ngpt", "free-prev-tangent"]
     assert default[("pycode", "2x64", 4)] == study.ARMS
     assert study.parse(["--arms", *study.ARMS, "hyp-prev-tangent"]).block_arms[("pycode", "2x64", 16)][-1] == \
