@@ -44,7 +44,7 @@ def imported_modules(name):
     ("bench", {"geometry", "model", "runtime", "generate"}),
     ("accuracy", {"geometry"}),
     ("analyze", {"geometry", "loader", "runtime"}),
-    ("sweep", set()),  # runs train.py in subprocesses
+    ("sweep", {"train", "configurator"}),  # runs train.py in subprocesses; resolves their options with its defaults
     ("ladder", {"sweep"}),  # sweep's runs and pairing, over model sizes
     ("study", {"sweep", "ladder"}),  # the ladder's runs and timings, over training lengths and corpora
     ("graft", {"sweep", "pretrained", "runtime"}),  # sweep's runs, from an exported model
