@@ -149,13 +149,16 @@ def fingerprint(options, inputs=None):
 
 def changes(old, new):
     """What differs between two fingerprints, as {'config'|'data'|'inputs'|'code': [names]}; a summary written
-    before fingerprints were recorded (old is None) differs in 'unknown'."""
+    before fingerprints were recorded (old is None) differs in 'unknown'. Where old recorded the options its run
+    resolved to, they decide 'config': the same options are the same config, whatever the files' contents."""
     if old is None:
         return {"unknown": ["the run predates recorded fingerprints"]}
     out = {}
     for part in ("config", "data", "inputs", "code"):
         a, b = old.get(part, {}), new.get(part, {})
         names = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        if part == "config" and old.get("resolved") is not None:
+            names = [] if old["resolved"] == new["resolved"] else names + ["the options they resolve to"]
         if names:
             out[part] = names
     return out
@@ -177,13 +180,7 @@ def finished(out_dir, options, inputs=None, on_code_change="stop"):
         summary = json.load(f)
     if summary["options"] != list(options):
         return None
-    old, new = summary.get("fingerprint"), fingerprint(options, inputs)
-    diff = changes(old, new)
-    if old is not None and old.get("resolved") is not None:  # recorded since resolved options were
-        if old["resolved"] == new["resolved"]:
-            diff.pop("config", None)  # a config file was edited, but not in a way that changes this run's options
-        else:  # a default in train.py, or a config file, changed an option of this run
-            diff.setdefault("config", []).append("the options they resolve to")
+    diff = changes(summary.get("fingerprint"), fingerprint(options, inputs))
     if {"config", "data", "inputs"} & set(diff):
         what = "; ".join(f"{k}: {', '.join(v)}" for k, v in diff.items() if k != "code")
         print(f"--- {out_dir}: {what} changed since it ran: training it again", flush=True)
