@@ -9,6 +9,10 @@ the value is read as a Python literal (`--lr=3e-4`, `--bias=False`, `--out_dir=o
 taken as a string. Every key must already exist in the defaults, and every value must have the default's
 type (an int is accepted where a float is expected). A config file may read earlier values and may use
 names starting with "_" or imported modules as scratch.
+
+A key is set when a config file assigns it, whatever the value: `bias = False` in a file is set even though it
+equals the default (what a pretrained model must then agree with; see train.build_model). The file's top-level
+assignments are recorded as they happen, including those of a sibling it exec()s.
 """
 import ast
 import difflib
@@ -54,6 +58,20 @@ def _parse_value(raw, default):
         return raw  # a bare word: the type check then reports it against the default's type
 
 
+class _Assignments(dict):
+    """A config file's namespace that records every name assigned in it: equal values are still assignments
+    (comparing the value with the default cannot tell `n_layer = 4` from no line at all)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.assigned = []
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        if key not in self.assigned:
+            self.assigned.append(key)
+
+
 def configure(defaults, argv, explicit=None):
     """Apply config files and --key=value overrides in `argv` to a copy of `defaults`; return the new dict.
     `explicit`, a set, collects the keys that a config file changed or the command line set."""
@@ -65,15 +83,16 @@ def configure(defaults, argv, explicit=None):
                 raise ConfigError(f"config file not found: {arg}")
             with open(arg) as f:
                 source = f.read()
-            scope = dict(config, __file__=arg)  # lets a config file build on a sibling (see config/*_euclid.py)
+            # globals are a plain dict (exec requires one); assignments land in the recording locals, which name
+            # lookups read first, so a file reads the values set so far, its own included
+            scope = _Assignments(config, __file__=arg)  # __file__ lets a config build on a sibling (config/*_euclid.py)
             try:
-                exec(compile(source, arg, "exec"), scope)
+                exec(compile(source, arg, "exec"), dict(config, __file__=arg), scope)
             except Exception as e:  # a config file is user code: report where it broke
                 raise ConfigError(f"error while executing config file {arg}: {type(e).__name__}: {e}") from e
-            for key, value in scope.items():
+            for key in scope.assigned:
+                value = scope[key]
                 if key.startswith("_") or isinstance(value, types.ModuleType):
-                    continue
-                if key in config and value is config[key]:
                     continue
                 config[key] = _check(key, value, defaults, f"config file {arg}")
                 explicit.add(key)

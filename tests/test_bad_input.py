@@ -174,12 +174,6 @@ def test_betas_must_be_in_0_1(char_data, tmp_path):
     assert run_error(tiny_args(char_data, tmp_path, beta2=1.0)) == "error: beta2 must be in [0, 1), got 1.0"
 
 
-def test_did_you_mean_catches_misspellings():
-    with pytest.raises(ConfigError, match=r"unknown config key 'lerning_rate' in command line \(did you mean "
-                                          r"learning_rate\?\)"):
-        configure(train.DEFAULTS, ["--lerning_rate=1e-3"])
-
-
 def test_nonfinite_stop_before_any_checkpoint_says_so(char_data, tmp_path, monkeypatch):
     real_forward = GPT.forward
 

@@ -1,4 +1,4 @@
-"""configurator.py, train.py, sample.py and the Shakespeare-char prepare script, end to end on a tiny corpus."""
+"""train.py, sample.py and the Shakespeare-char prepare script, end to end on a tiny corpus (configurator: test_configurator.py)."""
 import functools
 import json
 import os
@@ -13,58 +13,12 @@ import torch
 import runtime
 import sample
 import train
-from configurator import ConfigError, configure
+from configurator import configure
 
 from conftest import CORPUS, ROOT, run_error, tiny_args
 
 
-# ----------------------------------------------------------------------------- configurator
-
-DEFAULTS = {"lr": 1e-3, "steps": 10, "name": "run", "flag": False}
-
-
-def write(tmp_path, text, name="cfg.py"):
-    p = tmp_path / name
-    p.write_text(text)
-    return str(p)
-
-
-def test_config_file_and_overrides(tmp_path):
-    path = write(tmp_path, "import math\nsteps = 20\n_scratch = 3\nlr = steps * 1e-4\n")
-    cfg = configure(DEFAULTS, [path, "--name=with=equals", "--flag=True", "--lr=2", "--steps=5"])
-    assert cfg == {"lr": 2.0, "steps": 5, "name": "with=equals", "flag": True}
-    assert isinstance(cfg["lr"], float)  # an int is accepted for a float and stored as float
-    assert configure(DEFAULTS, ["--name='quoted'"])["name"] == "quoted"
-    assert DEFAULTS["steps"] == 10  # defaults untouched
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--stepz=3"], "unknown config key 'stepz' in command line (did you mean steps?)"),
-    (["--speed=3"], "unknown config key 'speed' in command line"),
-    (["--lr=fast"], "config key 'lr' in command line must be float, got str 'fast'"),
-    (["--steps=2.5"], "config key 'steps' in command line must be int, got float 2.5"),
-    (["--flag=1"], "config key 'flag' in command line must be bool, got int 1"),
-    (["--steps"], "override '--steps' must look like --key=value"),
-    (["missing.py"], "config file not found: missing.py"),
-])
-def test_config_errors_on_the_command_line(argv, message):
-    with pytest.raises(ConfigError) as e:
-        configure(DEFAULTS, argv)
-    assert str(e.value) == message
-
-
-def test_config_errors_in_a_file(tmp_path):
-    path = write(tmp_path, "steps = 3\nlearning_rate = 0.1\n")
-    with pytest.raises(ConfigError) as e:
-        configure(DEFAULTS, [path])
-    assert str(e.value) == f"unknown config key 'learning_rate' in config file {path}"
-    path = write(tmp_path, "steps = '3'\n", "typed.py")
-    with pytest.raises(ConfigError) as e:
-        configure(DEFAULTS, [path])
-    assert str(e.value) == f"config key 'steps' in config file {path} must be int, got str '3'"
-    path = write(tmp_path, "steps = 1 / 0\n", "broken.py")
-    with pytest.raises(ConfigError, match="error while executing config file .*ZeroDivisionError"):
-        configure(DEFAULTS, [path])
+# ----------------------------------------------------------------------------- configs
 
 
 def test_shipped_configs_load_and_euclid_twins_differ_only_in_curvature():
@@ -316,3 +270,33 @@ def test_eval_only_on_a_checkpoint_evaluates_it_and_changes_nothing(char_data, t
     s = train.main(tiny_args(char_data, out, init_from="resume", eval_only=True))
     assert s["iter_num"] == 10 and s["val_loss"] == final_state(out)["val_loss"]  # the same fixed eval batches
     assert {f: (out / f).read_bytes() for f in before} == before
+
+
+def test_an_eval_full_text_shorter_than_one_window_is_refused_before_training(char_data, tmp_path):
+    msg = run_error(tiny_args(char_data, tmp_path / "run", eval_full=True, eval_full_tokens=5))
+    assert msg == ("error: eval_full_tokens=5 is shorter than one window (block_size = 32): set 0 (the whole split) "
+                   "or at least block_size")
+    assert not (tmp_path / "run").exists()
+    summary = train.main(tiny_args(char_data, tmp_path / "ok", eval_full=True, eval_full_tokens=32, max_iters=2))
+    assert np.isfinite(summary["val_full"])  # one window: the smallest text there is
+
+
+@pytest.mark.parametrize("key, value", [("val_tokens", 256), ("data_random_start", False)])
+def test_an_option_train_bin_data_ignores_is_refused(char_data, tmp_path, key, value):
+    msg = run_error(tiny_args(char_data, tmp_path / "run") + [f"--{key}={value}"])
+    assert msg.startswith(f"error: {key} does not apply to train.bin/val.bin data") or \
+        "applies to sharded datasets only" in msg
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_epoch_sampler_resumes_exactly(char_data, tmp_path):
+    full = tmp_path / "full"
+    train.main(tiny_args(char_data, full, max_iters=40, sampler="epoch", dropout=0.0))
+    part = tmp_path / "part"
+    train.main(tiny_args(char_data, part, max_iters=20, sampler="epoch", dropout=0.0))
+    train.main(tiny_args(char_data, part, max_iters=40, sampler="epoch", dropout=0.0, init_from="resume"))
+    a, b = final_state(full), final_state(part)
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    # the tiny corpus's train split holds 4,023 characters: ~125 windows of 33, ~31 steps of 4 per epoch, so the
+    # resumed half crossed into the second epoch
+    assert a["ranks"][0]["data"]["epoch"] == 1
