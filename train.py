@@ -29,7 +29,7 @@ import torch
 from configurator import ConfigError, configure
 import hellaswag
 import pretrained
-from loader import DataError, open_dataset
+from loader import DataError, ShardDataset, open_dataset
 from logger import Logger, curvature_metrics, geometry_health, kappa_summary, truncate_metrics
 from model import GPT, GPTConfig
 from runtime import (DTYPES, MODEL_DEFAULTS, MODEL_KEYS, RESUME_MAY_CHANGE, Process, Progress, RunError, StopSignal,
@@ -43,8 +43,10 @@ eval_interval = 250  # evaluate (and checkpoint) every this many iterations, and
 log_interval = 25
 eval_iters = 20  # train.bin/val.bin data: batches per split per evaluation, the same batches every time
 eval_only = False  # evaluate once and exit
-eval_full = False  # at max_iters (and with eval_only) also the loss on the whole validation split: val/loss_full
-eval_full_tokens = 0  # eval_full on the first this-many validation tokens only (0: all): a fixed text, for large splits
+eval_full = False  # at max_iters (and with eval_only) also the loss on the whole validation split, val/loss_full, and
+# on the whole test split where the data has one (test.bin), test/loss_full
+eval_full_tokens = 0  # eval_full on the first this-many tokens of each split only (0: all): a fixed text, for large
+# splits; train.bin/val.bin data only (sharded data evaluates val_tokens)
 always_save_checkpoint = True  # save at every evaluation (else only when val loss improves)
 init_from = "scratch"  # 'scratch', 'resume' (from out_dir/ckpt.pt), 'gpt2'…'gpt2-xl', or a Hugging Face GPT-2 dir
 overwrite = False  # let init_from='scratch' replace a run already in out_dir (else that is an error)
@@ -57,6 +59,8 @@ dataset = "shakespeare_char"
 data_dir = ""  # default: data/<dataset> next to this file
 data_random_start = False  # sharded data: start at a seeded random shard and position instead of the first
 val_tokens = 10_485_760  # sharded data: tokens per evaluation (the speedrun's budget), split across processes
+sampler = "random"  # train.bin/val.bin data: 'random' windows (nanoGPT's, drawn with replacement) or 'epoch' (every
+# window once in a seeded shuffled order before any repeats; loader.CharDataset). Sharded data is read in order
 hellaswag_dir = ""  # GPT-2 BPE data: HellaSwag accuracy at every evaluation when this holds data/hellaswag/prepare.py's
 # output ('' = data/hellaswag next to this file); skipped when the file is not there
 gradient_accumulation_steps = 1
@@ -110,6 +114,9 @@ def validate(cfg):
     for key in ("beta1", "beta2"):
         if not 0 <= cfg[key] < 1:
             raise ConfigError(f"{key} must be in [0, 1), got {cfg[key]}")
+    if 0 < cfg["eval_full_tokens"] < cfg["block_size"]:
+        raise ConfigError(f"eval_full_tokens={cfg['eval_full_tokens']} is shorter than one window (block_size = "
+                          f"{cfg['block_size']}): set 0 (the whole split) or at least block_size")
     if not cfg["out_dir"]:
         raise ConfigError("out_dir is empty; name the directory for the checkpoint and logs")
     pretrained.check_init_from(cfg["init_from"])
@@ -117,6 +124,20 @@ def validate(cfg):
                          ("dtype", ("auto", *DTYPES))):
         if cfg[key] not in allowed:
             raise ConfigError(f"{key}={cfg[key]!r} is not one of {allowed}")
+
+
+# options that one data format reads and the other has no use for: setting one where it would be ignored is an error
+SHARD_ONLY, BIN_ONLY = ("val_tokens", "data_random_start"), ("eval_iters", "eval_full_tokens", "sampler")
+
+
+def check_data_options(cfg, explicit, data):
+    """A set option that the data's format would ignore is refused, in one line, before any work is done."""
+    sharded = isinstance(data, ShardDataset)
+    for key in (BIN_ONLY if sharded else SHARD_ONLY):
+        if key in explicit:
+            kind = ("sharded data (its evaluation reads val_tokens from the val shards, in order)" if sharded else
+                    "train.bin/val.bin data (its evaluation reads eval_iters seeded batches; eval_full the whole split)")
+            raise ConfigError(f"{key} does not apply to {kind}: remove it")
 
 
 def model_config(model_args):
@@ -268,7 +289,8 @@ def start(cfg, explicit=()):
         torch.backends.cudnn.allow_tf32 = True
     data = open_dataset(cfg["data_dir"] or os.path.join(HERE, "data", cfg["dataset"]), cfg["dataset"],
                         cfg["block_size"], cfg["batch_size"], proc.rank, proc.world, cfg["seed"], cfg["eval_iters"],
-                        cfg["val_tokens"], cfg["data_random_start"])
+                        cfg["val_tokens"], cfg["data_random_start"], cfg["sampler"])
+    check_data_options(cfg, explicit, data)
     ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
     raw_model, model_args, ckpt = build_model(cfg, data, ckpt_path, explicit, proc.device)
     raw_model.to(proc.device)
@@ -309,8 +331,8 @@ def start(cfg, explicit=()):
 @torch.no_grad()
 def estimate_loss(run, full=False):
     """Mean loss per split over the dataset's fixed evaluation batches, averaged over processes; with `full`, also
-    "val_full": the mean loss per token over the whole validation split (the same text for every run; computed on
-    the uncompiled model of rank 0, as its batch shapes differ)."""
+    "val_full" (and "test_full" where the data has a test split): the mean loss per token over the whole split (the
+    same text for every run; computed on the uncompiled model of rank 0, as its batch shapes differ)."""
     out = {}
     run.model.eval()
     for split in run.data.eval_splits:
@@ -324,13 +346,13 @@ def estimate_loss(run, full=False):
         if run.proc.ddp:
             torch.distributed.all_reduce(mean, op=torch.distributed.ReduceOp.AVG)
         out[split] = mean.item()
-    if full and run.proc.master:
+    for split in run.data.full_splits if full and run.proc.master else ():
         total, n = 0.0, 0
-        for x, y in run.data.full_batches("val", run.proc.device, run.cfg["eval_full_tokens"]):
+        for x, y in run.data.full_batches(split, run.proc.device, run.cfg["eval_full_tokens"]):
             with run.autocast:
                 total += run.raw_model(x, y)[1].item() * y.numel()
             n += y.numel()
-        out["val_full"] = total / n
+        out[f"{split}_full"] = total / n
     run.model.train()
     return out
 
@@ -366,11 +388,12 @@ def evaluate_and_checkpoint(run, lr, may_save, last):
           if run.hellaswag_items else {})
     p = run.progress
     if run.proc.master:
-        print(f"eval iter {p.iter_num}: " + ", ".join(f"{k} loss {v:.4f}" for k, v in losses.items()) +
-              (f" ({losses['val_full'] / math.log(2):.4f} bits/token)" if "val_full" in losses else "") +
+        print(f"eval iter {p.iter_num}: " + ", ".join(
+                  f"{k} loss {v:.4f}" + (f" ({v / math.log(2):.4f} bits/token)" if k.endswith("_full") else "")
+                  for k, v in losses.items()) +
               (f", hellaswag acc_norm {hs['hellaswag/acc_norm']:.4f}" if hs else ""))
-        full = {"val/loss_full": losses["val_full"], "val/bits_full": losses["val_full"] / math.log(2)} \
-            if "val_full" in losses else {}
+        full = {f"{split}/{kind}_full": losses[f"{split}_full"] / (math.log(2) if kind == "bits" else 1)
+                for split in ("val", "test") if f"{split}_full" in losses for kind in ("loss", "bits")}
         run.logger.log(p.iter_num, {"val/loss": losses["val"], **full,
                                     **({"train/eval_loss": losses["train"]} if "train" in losses else {}),
                                     **hs, "wall": p.wall(), "lr": lr, **curvature_metrics(run.raw_model, stats)})
@@ -464,7 +487,8 @@ def train(cfg, explicit=()):
             resumed_here = p.iter_num == first_iter and first_iter > 0 and not cfg["eval_only"]
             if (p.iter_num % cfg["eval_interval"] == 0 or is_last) and not resumed_here:
                 losses = evaluate_and_checkpoint(run, lr, p.iter_num > first_iter, is_last or cfg["eval_only"])
-                summary.update(train_loss=losses.get("train"), val_loss=losses["val"], val_full=losses.get("val_full"))
+                summary.update(train_loss=losses.get("train"), val_loss=losses["val"], val_full=losses.get("val_full"),
+                               test_full=losses.get("test_full"))
             if is_last or (p.iter_num == first_iter and cfg["eval_only"]):
                 break
             t_step = time.time()

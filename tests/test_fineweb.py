@@ -92,6 +92,15 @@ def test_ranks_read_disjoint_parts_that_tile_the_single_process_stream(tmp_path)
     assert (rs.shard, rs.pos) == (rs2.shard, rs2.pos) and (rs.shard, rs.pos) != (0, 0)
 
 
+@pytest.mark.parametrize("key, value", [("eval_iters", 5), ("eval_full_tokens", 64), ("sampler", "epoch")])
+def test_an_option_sharded_data_ignores_is_refused(shards, tmp_path, key, value):
+    from conftest import run_error
+    msg = run_error(fineweb_args(shards[0], tmp_path / "run") + [f"--{key}={value}"])
+    assert msg == f"error: {key} does not apply to sharded data (its evaluation reads val_tokens from the val " \
+                  f"shards, in order): remove it"
+    assert not (tmp_path / "run").exists()
+
+
 def test_single_process_equals_two_process_ddp_and_ddp_resumes(shards, tmp_path):
     data_dir = shards[0]
     single = tmp_path / "single"
