@@ -29,9 +29,14 @@ from runtime import configure_optimizers
 
 
 
+# keys of a spec that set how the step trains, not the model: each configuration is timed with its own recipe
+STEP_KEYS = ("optimizer", "grad_clip")
+
+
 def parse_spec(spec):
-    """'curvature[:reference[:residual]][:key=value...]' → GPTConfig overrides, e.g. 'euclidean',
-    'hyperbolic:prev_token:mobius', 'hyperbolic:prev_token:tangent:attention=distance:aggregate=midpoint'."""
+    """'curvature[:reference[:residual]][:key=value...]' → GPTConfig overrides (and STEP_KEYS), e.g. 'euclidean',
+    'hyperbolic:prev_token:mobius', 'hyperbolic:prev_token:tangent:attention=distance:aggregate=midpoint',
+    'euclidean:block=ngpt:optimizer=adamw:grad_clip=1.0'."""
     out = {}
     positional = ["curvature", "reference", "residual"]
     for part in spec.split(":"):
@@ -50,7 +55,7 @@ def parse_spec(spec):
 def make_model(args, spec):
     """The model of one configuration spec at the size in args, seeded (the same weights for every spec's shared
     parts), on args.device; spherical specs get κ₀ = |curvature_init|."""
-    over = parse_spec(spec)
+    over = {k: v for k, v in parse_spec(spec).items() if k not in STEP_KEYS}
     if over["curvature"] == "spherical":
         over["curvature_init"] = abs(args.curvature_init)
     base = dict(block_size=args.block_size, vocab_size=args.vocab_size, n_layer=args.n_layer, n_head=args.n_head,
@@ -109,14 +114,18 @@ def bench_models(args):
     for spec in args.configs:
         for compiled in ([False, True] if args.compile else [False]):
             model = make_model(args, spec)
+            recipe = {"optimizer": args.optimizer, "grad_clip": 0.0} | {k: v for k, v in parse_spec(spec).items()
+                                                                        if k in STEP_KEYS}
             opt = configure_optimizers(model, weight_decay(model), 1e-4, (0.9, 0.95), device.split(":")[0],
-                                       optimizer=args.optimizer)
+                                       optimizer=recipe["optimizer"])
             fwd = torch.compile(model) if compiled else model
 
-            def step(fwd=fwd, opt=opt, model=model):
+            def step(fwd=fwd, opt=opt, model=model, clip=recipe["grad_clip"]):
                 with autocast:
                     _, loss = fwd(x, y)
                 loss.backward()
+                if clip > 0:  # the run's clipping, as train.py does it
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
                 opt.step()
                 model.after_step()  # a block's own step, as train.py runs it (nGPT's re-normalisation)
                 opt.zero_grad(set_to_none=True)
@@ -335,7 +344,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--peak_flops", type=float, default=0.0, help="the device's peak FLOP/s, for an MFU column")
-    p.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"], help="the optimizer each step runs")
+    p.add_argument("--optimizer", default="adamw", choices=["adamw", "muon"],
+                   help="the optimizer each step runs, unless its spec names one (optimizer=...)")
     p.add_argument("--json", default="", help="also write the training-step table's rows to this JSON file")
     args = p.parse_args(argv)
     if args.ops:

@@ -13,24 +13,33 @@ pycode:4x128:1 where the budget allows; CORPUS:SIZE:MULT:ARM,ARM names a block's
     16×: pycode 2x64 (9,600 iterations, 7.4M of its 23.2M training bytes: no byte seen twice; without κ ≡ 0)
 
 Every run is sweep.py's (`python train.py CONFIG --n_layer ... ARM ...` in a subprocess), with the schedule stretched
-to its length (10% warmup but for nGPT, cosine to lr/10 at the last step) and its result the loss on the whole
-validation split (train.py --eval_full; pycode's first 262,144 validation bytes). Arms: the baseline euclid+smear
-(the speedrun's modern block), ngpt, zero-prev-tangent (the previous-token reference, κ ≡ 0) and free-prev-tangent
-(mixed curvature); --arms adds hyp-prev-tangent.
+to its length (10% warmup but for nGPT, cosine to lr/10 at the last step; ngpt-adamw: its own recipe, to zero), its
+training windows read in a seeded shuffled order with no window repeated before the epoch is through
+(--sampler=epoch), and its results the losses on the whole validation and test splits (train.py --eval_full). Arms:
+the baseline euclid+smear (the speedrun's modern block), ngpt (nGPT's block on the baseline's Muon recipe),
+ngpt-adamw (nGPT's block on its published AdamW recipe), zero-prev-tangent (the previous-token reference, κ ≡ 0)
+and free-prev-tangent (mixed curvature); --arms adds hyp-prev-tangent.
 
-Tuning, per arm and block, at the first seed (sweep.tune): a block's first length starts from the coarse grid --lrs,
+Seeds: the rate is tuned at --tune_seed alone and every reported number comes from --seeds, which must not include
+it (the best of a grid at one seed is lucky at that seed: reporting it would flatter every arm's absolute loss). The
+rate is chosen on val; reported losses are on test where the data has one (pycode), else on val.
+
+Tuning, per arm and block, at the tuning seed (sweep.tune): a block's first length starts from the coarse grid --lrs,
 extended past an edge best and bisected until the best has tried neighbours within √2 on both sides; a longer length
 starts from the √2 grid around the same arm's best at the previous length of its corpus and size (b/√2, b, b·√2;
 extended by √2 while the best is at an edge, up to --max_extend times), and so does a 1× block whose arm the size
 ladder already ran on the √10 grid (PRIOR: its best). Then the other seeds at the best rate.
 
 Views of Δ = loss(arm) − loss(euclid+smear), paired by seed (the same data order; the same validation text for all):
-- equal steps: the final losses, in nats (bits = nats / ln 2 per character or byte), mean ± std and the paired t;
+- equal steps: the final losses, in nats (bits = nats / ln 2 per character or byte), mean ± sample std over the n
+  reported seeds, the paired t and its 95% interval (mean ± t(0.975, n−1)·std/√n);
 - equal compiled cost: r = compiled ms/iter of the arm's block ÷ the baseline's at that size (bench.py --compile,
-  the three blocks alternating in one process; the curved arms share one timing); the arm at N/r steps against the
-  baseline at N (or the baseline at N·r when r < 1), read off the loss-vs-step curves of batch estimates anchored at
-  each run's whole-split result (ladder.read: the curves give the change, the result the level). A run cut short
-  has not finished its decay, so this view is conservative for the arm that is cut.
+  the blocks alternating in one process, each with its own optimizer; the curved arms share one timing); the arm at
+  N/r steps against the baseline at N (or the baseline at N·r when r < 1), read off the loss-vs-step curves of batch
+  estimates anchored at each run's whole-split result (ladder.read: the curves give the change, the result the
+  level). The run that is cut is read mid-decay, at a learning rate its schedule has not finished lowering, so this
+  view is biased against it by an amount it cannot measure (neither conservative nor fair); the compute-multiplier
+  study compares fully decayed runs only.
 Mixed curvature's κ at the end: the number of heads with κ > 0, per block, in each seed.
 
 Writes OUT/study.md (the table, the grids), OUT/study.json and OUT/study.png (Δ against training length, per corpus).
@@ -44,6 +53,7 @@ import sys
 
 import ladder
 import sweep
+from loader import read_meta
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BASELINE = "euclid+smear"
@@ -58,6 +68,7 @@ SKIP = {("shakespeare_char", "4x128", 4): {"zero-prev-tangent"},
         ("pycode", "2x64", 16): {"zero-prev-tangent"}}
 QUICK_BLOCKS = [("shakespeare_char", "1x16", 1), ("pycode", "1x16", 1), ("shakespeare_char", "1x16", 2)]
 ARMS = [BASELINE, "ngpt", "zero-prev-tangent", "free-prev-tangent"]
+KNOWN_ARMS = [a for a, _ in sweep.ARMS]
 # where the size ladder's √10 grid already ran an arm (results/ladder/ladder.md: its best rates), the study's 1×
 # block starts from the √2 grid around that best instead of running the coarse grid again
 PRIOR = {("shakespeare_char", "4x128"): {BASELINE: 0.01, "zero-prev-tangent": 0.003, "hyp-prev-tangent": 0.003,
@@ -68,7 +79,10 @@ PRIOR = {("shakespeare_char", "4x128"): {BASELINE: 0.01, "zero-prev-tangent": 0.
 # model options, ladder.bench_setup's spec)
 BENCH = {BASELINE: ("euclidean", "smear=True"), "curved": ("free:prev_token:tangent", "smear=False:curvature_init=0.0"),
          "ngpt": ("euclidean", "smear=False:block=ngpt:tie_embeddings=False:zero_init_proj=False:attn_scale=0.0:"
-                               "logit_softcap=0.0")}
+                               "logit_softcap=0.0"),
+         "ngpt-adamw": ("euclidean", "smear=False:block=ngpt:tie_embeddings=False:zero_init_proj=False:attn_scale=0.0:"
+                                     "logit_softcap=0.0:optimizer=adamw:grad_clip=1.0")}
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]  # t(0.975, df) for df 1…10
 
 
 # ----------------------------------------------------------------------------- the arithmetic (tested by hand)
@@ -82,15 +96,23 @@ def start_grid(previous_best, coarse):
 
 
 def paired(diffs):
-    """(mean, std, t) of paired differences; t = mean / (std / √n), ±inf when every seed agrees exactly."""
+    """(mean, std, t, half-width of the 95% t-interval) of paired differences: t = mean / (std / √n), ±inf when every
+    seed agrees exactly; the interval is mean ± t(0.975, n−1)·std/√n (NaN past the table: n > 11)."""
     mean, std = sweep.mean_std(diffs)
-    if len(diffs) < 2:
-        return mean, std, float("nan")
-    return mean, std, (mean / (std / math.sqrt(len(diffs))) if std > 0 else math.copysign(math.inf, mean))
+    n = len(diffs)
+    if n < 2:
+        return mean, std, float("nan"), float("nan")
+    t = mean / (std / math.sqrt(n)) if std > 0 else math.copysign(math.inf, mean)
+    return mean, std, t, (T975[n - 2] * std / math.sqrt(n) if n - 1 <= len(T975) else float("nan"))
+
+
+def reported(summary):
+    """A run's reported loss: on the test split where the data has one, else the validation split."""
+    return summary["test"] if summary.get("test") is not None else sweep.final_loss(summary)
 
 
 def bench_key(arm):
-    return arm if arm in (BASELINE, "ngpt") else "curved"
+    return arm if arm in (BASELINE, "ngpt", "ngpt-adamw") else "curved"
 
 
 def positive_heads(kappa):
@@ -105,14 +127,17 @@ def summarize(blocks, results, ratios, seeds):
         arms = results[block]
         base = arms[BASELINE]["runs"]
         for arm, r in arms.items():
-            finals = [sweep.final_loss(r["runs"][sd]) for sd in seeds]
+            finals = [reported(r["runs"][sd]) for sd in seeds]
             row = {"corpus": corpus, "size": size, "mult": mult, "arm": arm, "best_lr": r["best_lr"],
-                   "interior": r["interior"], "val": sweep.mean_std(finals),
+                   "interior": r["interior"], "loss": sweep.mean_std(finals),
                    "ratio": ratios[(corpus, size)][bench_key(arm)] / ratios[(corpus, size)][BASELINE]}
             if arm != BASELINE:
-                row["steps"] = paired([ladder.delta(r["runs"][sd], base[sd], "steps") for sd in seeds])
+                row["steps"] = paired([reported(r["runs"][sd]) - reported(base[sd]) for sd in seeds])
+                # the curves' change at equal compiled cost (ladder.delta reads them anchored at val), moved to the
+                # reported split's level: the curve gives the change, the reported loss the level
                 row["compiled"] = paired([ladder.delta(r["runs"][sd], base[sd], "compiled", row["ratio"])
-                                          for sd in seeds])
+                                          - ladder.delta(r["runs"][sd], base[sd], "steps")
+                                          + reported(r["runs"][sd]) - reported(base[sd]) for sd in seeds])
             if arm.startswith(("free", "hyp")):
                 row["positive_heads"] = [positive_heads(r["runs"][sd]["kappa"]) for sd in seeds]
             rows.append(row)
@@ -132,7 +157,8 @@ def one_run(args, block, arm, lr, seed):
     out_dir = os.path.join(args.out, corpus, f"{size}-x{mult}", arm, f"lr{lr:g}-s{seed}")
     options = [CORPORA[corpus], *ladder.size_options(args, size),
                *sweep.schedule(lr, iters, max(1, iters // args.evals)), f"--seed={seed}", f"--device={args.device}",
-               "--eval_full=True", *(["--data_dir=" + args.data_dirs[corpus]] if corpus in args.data_dirs else []),
+               "--eval_full=True", "--sampler=epoch",
+               *(["--data_dir=" + args.data_dirs[corpus]] if corpus in args.data_dirs else []),
                *dict(sweep.ARMS)[arm], *args.extra]
     summary = sweep.train_run(out_dir, options, f"{corpus} {size} {mult}× {arm} lr={lr:g} seed={seed}",
                               keep_checkpoint=False, on_code_change=args.on_code_change)
@@ -141,7 +167,8 @@ def one_run(args, block, arm, lr, seed):
 
 
 def tune(args, block, arm, previous_best):
-    grid = sweep.tune(lambda lr: sweep.final_loss(one_run(args, block, arm, lr, args.seeds[0])),
+    """The rate grid at the tuning seed (chosen on val), then the reported seeds at its best."""
+    grid = sweep.tune(lambda lr: sweep.final_loss(one_run(args, block, arm, lr, args.tune_seed)),
                       start_grid(previous_best, args.lrs), args.max_extend)
     best, interior = sweep.best_rate(grid)
     return {"grid": grid, "best_lr": best, "interior": interior,
@@ -149,14 +176,16 @@ def tune(args, block, arm, previous_best):
 
 
 def compiled_ratios(args, size, corpus):
-    """{bench key: compiled ms/iter} at this size (bench.py --compile, the three blocks in one process), reused when
-    bench.py recorded the same arguments."""
-    if args.cost_ratios is not None:
-        return {BASELINE: 1.0, "curved": args.cost_ratios[0], "ngpt": args.cost_ratios[1]}
+    """{bench key: compiled ms/iter} at this size (bench.py --compile, the blocks in one process, each with its own
+    optimizer: Muon unless its spec names another), reused when bench.py recorded the same arguments."""
+    keys = (BASELINE, "curved", "ngpt", "ngpt-adamw")
+    if args.cost_ratios is not None:  # nGPT's two recipes share the block's ratio
+        return {BASELINE: 1.0, "curved": args.cost_ratios[0], "ngpt": args.cost_ratios[1],
+                "ngpt-adamw": args.cost_ratios[1]}
     path = os.path.abspath(os.path.join(args.out, "bench", f"{corpus}-{size}.json"))
     layers, width = ladder.parse_size(size)
     spec, context = ladder.bench_setup(CORPORA[corpus])
-    configs = [f"{BENCH[k][0]}:{spec}:{BENCH[k][1]}" for k in (BASELINE, "curved", "ngpt")]
+    configs = [f"{BENCH[k][0]}:{spec}:{BENCH[k][1]}" for k in keys]
     cmd = [sys.executable, os.path.join(HERE, "bench.py"), "--compile", "--optimizer", "muon", "--configs", *configs,
            "--n_layer", str(layers), "--n_embd", str(width), "--n_head", str(width // args.head_size),
            "--device", args.device, "--rounds", str(args.bench_rounds), "--json", path, *context]
@@ -170,37 +199,78 @@ def compiled_ratios(args, size, corpus):
         subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)
         saved = json.load(open(path))
     compiled = [r["ms"] for r in saved["rows"] if r["name"].endswith("+compile")]
-    return dict(zip((BASELINE, "curved", "ngpt"), compiled))
+    return dict(zip(keys, compiled))
 
 
 # ----------------------------------------------------------------------------- writing
 
 
 def fmt(d):
-    mean, std, t = d
-    return f"{mean:+.4f} ± {std:.4f} (t {t:+.1f})"
+    mean, std, t, half = d
+    return f"{mean:+.4f} ± {std:.4f} (t {t:+.1f}; 95% [{mean - half:+.4f}, {mean + half:+.4f}])"
+
+
+def epochs(args, corpus, mult):
+    """Passes over the training split that a run of this length reads (tokens read ÷ train.bin's tokens), or None
+    where train.bin is not here."""
+    path = os.path.join(args.data_dirs.get(corpus, os.path.join(HERE, "data", corpus)), "train.bin")
+    if not os.path.exists(path):
+        return None
+    cfg = sweep.options_config([CORPORA[corpus], *args.extra])
+    return iterations(args, mult) * cfg["batch_size"] * cfg["block_size"] / (os.path.getsize(path) // 2)
+
+
+def evaluated(args, corpus):
+    """What a corpus's reported numbers evaluate: its test split where it has one, else val; with files and bytes."""
+    folder = args.data_dirs.get(corpus, os.path.join(HERE, "data", corpus))
+    split = "test" if os.path.exists(os.path.join(folder, "test.bin")) else "val"
+    path = os.path.join(folder, f"{split}.bin")
+    if not os.path.exists(path):
+        return f"{corpus}: {split} split (not prepared here)"
+    meta = read_meta(os.path.join(folder, "meta.pkl"), f"python data/{corpus}/prepare.py")
+    files = f", {meta['files'][split]:,} files" if isinstance(meta.get("files"), dict) else ""
+    return f"{corpus}: the whole {split} split, {os.path.getsize(path) // 2:,} tokens{files}"
+
+
+def recipe(corpus, arm):
+    """How an arm trains, read off the options its runs resolve to: optimizer, warmup, decay, clipping."""
+    cfg = sweep.options_config([CORPORA[corpus], *sweep.schedule(1.0, 1000, 100), *dict(sweep.ARMS)[arm]])
+    optimizer = "Muon (matrices) + AdamW" if cfg["optimizer"] == "muon" else "AdamW"
+    clip = f"{cfg['grad_clip']:g}" if cfg["grad_clip"] > 0 else "none"
+    return (f"{optimizer} β ({cfg['beta1']:g}, {cfg['beta2']:g}), wd {cfg['weight_decay']:g}, warmup "
+            f"{cfg['warmup_iters'] / 1000:.0%}, cosine to {cfg['min_lr'] / cfg['learning_rate']:g}·lr, clip {clip}")
 
 
 def write_markdown(args, rows, grids, path):
-    lines = [f"Δ = loss(arm) − loss({BASELINE}) at the end of fully decayed runs, on the whole validation split "
-             f"(pycode: its first 262,144 bytes), paired by seed over seeds {args.seeds}: mean ± std (paired t, df "
-             f"{len(args.seeds) - 1}); bits = nats / ln 2 per character (Shakespeare) or byte (pycode). Each arm at "
-             f"its own best rate (`*`: at the grid's edge), tuned at seed {args.seeds[0]}. Compiled ratio: the arm's "
-             f"block's compiled ms/iter ÷ the baseline's at that size.", "",
-             "| corpus | size | length | iters | arm | best lr | val loss | bits | Δ equal steps | compiled ratio | "
-             "Δ equal compiled cost |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+    n = len(args.seeds)
+    lines = [f"Δ = loss(arm) − loss({BASELINE}) at the end of fully decayed runs, paired by seed over the reported seeds "
+             f"{args.seeds} (n = {n}; the tuning seed {args.tune_seed} is not among them). Each arm at its own best "
+             f"rate, chosen on val at the tuning seed (`*`: at the grid's edge). Evaluated: "
+             + "; ".join(evaluated(args, c) for c in corpora) + ". bits = nats / ln 2 per character (Shakespeare) or "
+             "byte (pycode). Epochs: passes over the training split (windows read in a shuffled order, none twice "
+             "before the epoch is through). Compiled ratio: the arm's block's compiled ms/iter ÷ the baseline's at "
+             "that size.", "",
+             "| corpus | size | length | iters | epochs | arm | best lr | loss | bits | Δ equal steps | compiled ratio | "
+             "Δ equal compiled cost |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['corpus']} | {r['size']} | {r['mult']}× | {iterations(args, r['mult'])} | {r['arm']} | "
-                     f"{r['best_lr']:g}{'' if r['interior'] else '*'} | {r['val'][0]:.4f} ± {r['val'][1]:.4f} | "
-                     f"{r['val'][0] / math.log(2):.4f} | "
+        ep = epochs(args, r["corpus"], r["mult"])
+        lines.append(f"| {r['corpus']} | {r['size']} | {r['mult']}× | {iterations(args, r['mult'])} | "
+                     f"{'–' if ep is None else f'{ep:.2f}'} | {r['arm']} | "
+                     f"{r['best_lr']:g}{'' if r['interior'] else '*'} | {r['loss'][0]:.4f} ± {r['loss'][1]:.4f} | "
+                     f"{r['loss'][0] / math.log(2):.4f} | "
                      + ("– | – | – |" if r["arm"] == BASELINE else
                         f"{fmt(r['steps'])} | {r['ratio']:.2f} | {fmt(r['compiled'])} |"))
+    lines += ["", f"±: the sample standard deviation over the n = {n} reported seeds (of the loss, or of the paired Δ); "
+              f"t: the paired t (df {n - 1}); 95%: the paired t-interval, mean ± t(0.975, {n - 1})·std/√{n}.", "",
+              "Recipes (schedules stretched to each run's length):", ""]
+    lines += [f"- {arm}: {recipe(corpora[0], arm)}" for arm in dict.fromkeys(r["arm"] for r in rows)]
     curved = [r for r in rows if "positive_heads" in r]
     if curved:
-        lines += ["", "Heads with κ > 0 at the end, per block (one list per seed)", ""]
+        lines += ["", "Heads with κ > 0 at the end, per block (one list per reported seed)", ""]
         lines += [f"- {r['corpus']} {r['size']} {r['mult']}× {r['arm']}: {r['positive_heads']} of "
                   f"{ladder.parse_size(r['size'])[1] // args.head_size}" for r in curved]
-    lines += ["", f"Learning-rate grids, seed {args.seeds[0]}: final loss on the whole validation split", ""]
+    lines += ["", f"Learning-rate grids, tuning seed {args.tune_seed}: final loss on the whole validation split", ""]
     for (corpus, size, mult, arm), grid in grids.items():
         lines.append(f"- {corpus} {size} {mult}× {arm}: " + ", ".join(f"{lr:g} → {v:.4f}" for lr, v in sorted(
             grid.items())))
@@ -253,7 +323,8 @@ def parse(argv):
     p.add_argument("--iters", type=int, default=600, help="the 1× length in iterations")
     p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2], help="a block's first coarse grid")
     p.add_argument("--max_extend", type=int, default=4, help="grid extensions allowed past each edge")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2], help="the first also tunes")
+    p.add_argument("--tune_seed", type=int, default=1337, help="the seed that tunes every rate (never reported)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="the reported seeds, at each best rate")
     p.add_argument("--evals", type=int, default=12, help="evaluations per run (the curves; the result is the last)")
     p.add_argument("--head_size", type=int, default=32)
     p.add_argument("--data_dirs", nargs="*", default=[], help="CORPUS=DIR: a corpus's data elsewhere than data/")
@@ -269,6 +340,9 @@ def parse(argv):
     own = [a for a in args.extra if a.split("=")[0] in p._option_string_actions]
     if own:
         sys.exit(f"error: {own[0]} came after --extra, which passes everything after it to train.py: put --extra last")
+    if args.tune_seed in args.seeds:
+        sys.exit(f"error: the tuning seed {args.tune_seed} is among the reported --seeds {args.seeds}: a seed that "
+                 f"chose the rate flatters it; report other seeds")
     if args.quick:
         args.iters, args.head_size, args.seeds, args.evals, args.bench_rounds = 8, 16, args.seeds[:2], 2, 2
     parsed = [parse_block(b) for b in args.blocks] if args.blocks is not None else \

@@ -45,6 +45,13 @@ ARMS = [  # (name, overrides): the modern block, the same optimizer for all; sme
     ("ngpt", ["--block=ngpt", "--curvature=euclidean", "--smear=False", "--bias=False", "--tie_embeddings=False",
               "--zero_init_proj=False", "--attn_scale=0.0", "--logit_softcap=0.0", "--weight_decay=0.0",
               "--warmup_iters=0"]),
+    # nGPT's block on its own published recipe (NVIDIA's ngpt, train.py, its use_nGPT settings): AdamW rather than the
+    # base config's Muon, betas 0.9 and 0.95, weight decay 0 (the sphere replaces it), gradients clipped at norm 1.0,
+    # no warmup, cosine decay to zero (min_lr 0; these come after the schedule's options, so they win)
+    ("ngpt-adamw", ["--block=ngpt", "--curvature=euclidean", "--smear=False", "--bias=False", "--tie_embeddings=False",
+                    "--zero_init_proj=False", "--attn_scale=0.0", "--logit_softcap=0.0", "--optimizer=adamw",
+                    "--beta1=0.9", "--beta2=0.95", "--weight_decay=0.0", "--grad_clip=1.0", "--warmup_iters=0",
+                    "--min_lr=0.0"]),
 ]
 DEFAULT_ARMS = ["euclid", "euclid+smear", "zero-prev-tangent", "hyp-prev-tangent", "hyp-prev-tangent+smear"]
 
@@ -93,44 +100,67 @@ def config_files(options):
     return found
 
 
+def options_config(options):
+    """The config dict train.py runs `options` with (train.DEFAULTS, then the config files and overrides in order),
+    resolved once by configurator as train.py resolves it; a bad option is a ConfigError with train.py's message."""
+    import train  # the defaults; imported here, as only fingerprints need them
+    from configurator import configure
+    return configure(train.DEFAULTS, [o if o.startswith("--") or os.path.isabs(o) else os.path.join(HERE, o)
+                                      for o in options])
+
+
 def data_dir(options):
-    """The data directory a run reads: --data_dir, else data/<dataset> from the command line or its config files."""
-    scope = {"dataset": "shakespeare_char", "data_dir": ""}
-    for o in options:
-        if o.startswith("--"):
-            key, _, value = o[2:].partition("=")
-            if key in scope:
-                scope[key] = value.strip("'\"")
-        elif os.path.isfile(o if os.path.isabs(o) else os.path.join(HERE, o)):
-            path = o if os.path.isabs(o) else os.path.join(HERE, o)
-            cfg = dict(scope, __file__=path)
-            try:
-                exec(open(path).read(), cfg)  # config files are Python, as train.py runs them
-            except Exception:  # one that reads other keys: train.py will say what is wrong with it
-                continue
-            scope = {k: cfg.get(k, v) for k, v in scope.items()}
-    return scope["data_dir"] or os.path.join(HERE, "data", scope["dataset"])
+    """The data directory a run reads: data_dir, else data/<dataset>, as the options resolve them. Options that do
+    not resolve stop the sweep with train.py's one-line message: a guess could fingerprint the wrong dataset."""
+    from configurator import ConfigError
+    try:
+        cfg = options_config(options)
+    except ConfigError as e:
+        sys.exit(f"error: the options {' '.join(options)} do not resolve: {e}")
+    return cfg["data_dir"] or os.path.join(HERE, "data", cfg["dataset"])
 
 
-# options that leave what a run computes alone: where it writes and how it reports
-NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run_name")
+# options that cannot change a run's weights or any loss it logs, only where it writes and how it reports
+# (tests/test_reuse.py trains two runs that differ in all of them and compares weights and every logged loss)
+NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run_name", "log_interval", "peak_flops")
+# the digest recorded before NOT_COMPUTED grew kept these keys; such a record is compared by the old rule
+OLD_NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run_name")
+# options added after runs were recorded, each with the value that reproduces what the code did before it existed:
+# at that value the option is left out, so a finished run stays valid when a new option appears
+LEGACY = {"sampler": "random"}
+
+
+def resolved_options(cfg, drop=NOT_COMPUTED):
+    """The options of a resolved config that can change what a run computes: all but `drop`, κ's initial value in a
+    model whose κ is not learned or fixed (curvature 'euclidean' or 'zero' never reads it), and any LEGACY option at
+    the value that reproduces the code before it."""
+    drop = set(drop) | ({"curvature_init"} if cfg.get("curvature") in ("euclidean", "zero") else set())
+    return {k: v for k, v in cfg.items() if k not in drop and not (k in LEGACY and v == LEGACY[k])}
+
+
+def _hash(options):
+    return hashlib.sha256(json.dumps(options, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def resolved(options):
-    """A digest of the options train.py runs `options` with (train.DEFAULTS, then the config files and overrides in
-    order), less those that leave what it computes alone (NOT_COMPUTED, and κ's initial value in a model whose κ is
-    not learned or fixed: curvature 'euclidean' or 'zero' never reads it). None when the options do not resolve:
-    train.py will say why."""
-    import train  # the defaults; imported here, as only fingerprints need them
-    from configurator import ConfigError, configure
-    argv = [o if o.startswith("--") or os.path.isabs(o) else os.path.join(HERE, o) for o in options]
+    """{"options": the resolved options (resolved_options), "legacy": their hash by the rule before NOT_COMPUTED grew,
+    what older records hold}; None when the options do not resolve: train.py will say why."""
+    from configurator import ConfigError
     try:
-        cfg = configure(train.DEFAULTS, argv)
+        cfg = options_config(options)
     except ConfigError:
         return None
-    drop = set(NOT_COMPUTED) | ({"curvature_init"} if cfg.get("curvature") in ("euclidean", "zero") else set())
-    text = json.dumps({k: v for k, v in cfg.items() if k not in drop}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return {"options": resolved_options(cfg), "legacy": _hash(resolved_options(cfg, OLD_NOT_COMPUTED))}
+
+
+def same_options(old, new):
+    """Whether a recorded run resolved to the options `new` (resolved()) resolves to: compared as dicts where the
+    record has them, by the old rule's hash where it has only that (a record before this rule)."""
+    if new is None:
+        return False
+    if isinstance(old, dict):
+        return old["options"] == new["options"]
+    return old == new["legacy"]
 
 
 def fingerprint(options, inputs=None):
@@ -158,7 +188,7 @@ def changes(old, new):
         a, b = old.get(part, {}), new.get(part, {})
         names = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
         if part == "config" and old.get("resolved") is not None:
-            names = [] if old["resolved"] == new["resolved"] else names + ["the options they resolve to"]
+            names = [] if same_options(old["resolved"], new["resolved"]) else names + ["the options they resolve to"]
         if names:
             out[part] = names
     return out
@@ -197,7 +227,8 @@ def finished(out_dir, options, inputs=None, on_code_change="stop"):
 def train_run(out_dir, options, label, keep_checkpoint=True, inputs=None, on_code_change="stop"):
     """`python train.py *options` into out_dir, or the summary of a finished run that `finished` may reuse. The
     summary: evaluations [(iter, wall-clock s, val loss)], startup_s (the wall-clock before steady stepping:
-    compilation and warm-up), final (the loss on the whole validation split when the run logged it, else None),
+    compilation and warm-up), final (the loss on the whole validation split when the run logged it, else None), test
+    (the same on the test split, where the data has one),
     median ms/iter, the last logged κ (and reference share α) per block and head ({} for a Euclidean run) and the
     fingerprint. It is written when the run ends, so a run cut short is run again."""
     summary = finished(out_dir, options, inputs, on_code_change)
@@ -219,6 +250,7 @@ def train_run(out_dir, options, label, keep_checkpoint=True, inputs=None, on_cod
     summary = {"options": list(options),
                "evals": [(r["iter"], r["wall"], r["val/loss"]) for r in recs if "val/loss" in r],
                "startup_s": startup, "final": next((r["val/loss_full"] for r in recs if "val/loss_full" in r), None),
+               "test": next((r["test/loss_full"] for r in recs if "test/loss_full" in r), None),
                "ms_per_iter": median, "kappa": kappa, "fingerprint": fingerprint(options, inputs)}
     summary = json.loads(json.dumps(summary))  # what a rerun reads back: lists, not tuples
     with open(path + ".tmp", "w") as f:

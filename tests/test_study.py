@@ -26,10 +26,23 @@ def test_a_longer_run_starts_from_the_root_two_grid_around_the_shorter_ones_best
 
 
 def test_paired_statistics_by_hand():
-    mean, std, t = study.paired([-0.03, -0.01])
+    mean, std, t, half = study.paired([-0.03, -0.01])
     assert mean == pytest.approx(-0.02) and std == pytest.approx(math.sqrt(2) * 0.01)
     assert t == pytest.approx(-0.02 / (math.sqrt(2) * 0.01 / math.sqrt(2)))  # −2.0
+    assert half == pytest.approx(12.706 * 0.01)  # t(0.975, 1) · std/√2, std/√2 = 0.01
     assert study.paired([-0.01, -0.01])[2] == -math.inf
+    # n = 3: std 0.01 (−0.03, −0.02, −0.01), t(0.975, 2) = 4.303
+    assert study.paired([-0.03, -0.02, -0.01])[3] == pytest.approx(4.303 * 0.01 / math.sqrt(3))
+
+
+def test_the_t_table_is_students_quantile():
+    mpmath = pytest.importorskip("mpmath")
+    for df, q in enumerate(study.T975, start=1):
+        # Student's t CDF at q, by numerical integration of its density
+        pdf = lambda x, n=df: mpmath.gamma((n + 1) / 2) / (mpmath.sqrt(n * mpmath.pi) * mpmath.gamma(n / 2)) * (  # noqa
+            1 + x * x / n) ** (-(n + 1) / 2)
+        cdf = 0.5 + mpmath.quad(pdf, [0, q])
+        assert abs(cdf - 0.975) < 2e-5, (df, q, cdf)  # the table's three decimals
 
 
 def test_summary_rows_by_hand():
@@ -48,7 +61,7 @@ def test_summary_rows_by_hand():
         math.sqrt(2) * 0.005)  # −0.05 and −0.04
     assert free["ratio"] == pytest.approx(1.25) and rows["ngpt"]["ratio"] == pytest.approx(1.0)
     assert free["positive_heads"] == [[1, 2], [1, 2]]
-    assert free["val"][0] == pytest.approx(1.505) and not free["interior"]
+    assert free["loss"][0] == pytest.approx(1.505) and not free["interior"]
     # equal compiled cost at ratio 1.25: the arm at 16 of its 20 steps, off its curve (3.0 at 10, final + 0.01 at 20)
     # anchored at its final (so: the curve's value − 0.01), the baseline at its 20 steps (its final)
     at16 = [3.0 + (1.46 - 3.0) * 0.6 - 0.01, 3.0 + (1.57 - 3.0) * 0.6 - 0.01]
@@ -65,7 +78,8 @@ def test_bad_blocks_and_arms_are_one_line_errors(tmp_path):
                       (["--blocks", "pycode:2x64:16:free-prev-tangent"], "including euclid+smear"),
                       (["--blocks", "pycode:2x64:16:euclid+smear,curly"], "choose from"),
                       (["--data_dirs", "nowhere"], "CORPUS=DIR"),
-                      (["--extra", "--eval_iters=2", "--blocks", "pycode:2x64:1"], "put --extra last")):
+                      (["--extra", "--eval_iters=2", "--blocks", "pycode:2x64:1"], "put --extra last"),
+                      (["--tune_seed", "1", "--seeds", "1", "2"], "the tuning seed 1 is among the reported")):
         with pytest.raises(SystemExit, match=re.escape(msg)):
             study.main(argv + ["--out", str(tmp_path / "never")])
         assert not (tmp_path / "never").exists()
@@ -100,20 +114,25 @@ def pycode_data(tmp_path_factory):
 def test_quick_study_tunes_every_arm_per_block_and_resumes(char_data, pycode_data, tmp_path, capsys):
     out = tmp_path / "study"
     args = ["--quick", "--out", str(out), "--lrs", "1e-2", "3e-2", "--max_extend", "0", "--cost_ratios", "1.25", "0.9",
+            "--arms", *study.ARMS, "ngpt-adamw",
             "--data_dirs", f"shakespeare_char={char_data}", f"pycode={pycode_data}",
             "--extra", "--eval_iters=2", "--batch_size=4", "--block_size=16", "--log_interval=2"]
     rows = study.main(args)
     saved = json.loads((out / "study.json").read_text())
     blocks = {(r["corpus"], r["size"], r["mult"]) for r in rows}
     assert blocks == set(study.QUICK_BLOCKS)
-    assert {r["arm"] for r in rows} == set(study.ARMS)
+    assert {r["arm"] for r in rows} == set(study.ARMS) | {"ngpt-adamw"}
     for r in rows:
         grid = {float(lr): v for lr, v in saved["grids"][f"{r['corpus']} {r['size']} {r['mult']} {r['arm']}"].items()}
         assert r["best_lr"] == sweep.best_rate(grid)[0]
         runs = saved["runs"][f"{r['corpus']} {r['size']} {r['mult']}"]
+        assert set(runs[r["arm"]]) == {"1", "2"}  # the reported seeds; the tuning seed 1337 only in the grid
         assert all(s["final"] is not None for s in runs[r["arm"]].values())  # the whole validation split
+        # reported: on pycode's test split (its prepare writes one), on Shakespeare's val
+        key = "test" if r["corpus"] == "pycode" else "final"
+        assert all((s["test"] is not None) == (r["corpus"] == "pycode") for s in runs[r["arm"]].values())
         if r["arm"] != "euclid+smear":
-            diffs = [runs[r["arm"]][sd]["final"] - runs["euclid+smear"][sd]["final"] for sd in ("1337", "1")]
+            diffs = [runs[r["arm"]][sd][key] - runs["euclid+smear"][sd][key] for sd in ("1", "2")]
             assert r["steps"][0] == pytest.approx(sum(diffs) / 2)
         if r["mult"] == 2:  # the 2× block started from the √2 grid around the 1× best of the same arm
             first = next(x for x in rows if (x["corpus"], x["size"], x["mult"], x["arm"]) ==
@@ -121,7 +140,11 @@ def test_quick_study_tunes_every_arm_per_block_and_resumes(char_data, pycode_dat
             assert set(study.start_grid(first["best_lr"], [])) <= set(grid)
     ngpt = next(r for r in rows if r["arm"] == "ngpt")
     assert ngpt["ratio"] == pytest.approx(0.9)
-    assert "| pycode | 1x16 | 1× |" in (out / "study.md").read_text()
+    text = (out / "study.md").read_text()
+    assert "| pycode | 1x16 | 1× |" in text and "the tuning seed 1337 is not among them" in text
+    assert "pycode: the whole test split" in text and "shakespeare_char: the whole val split" in text
+    assert "- ngpt-adamw: AdamW β (0.9, 0.95), wd 0, warmup 0%, cosine to 0·lr, clip 1" in text
+    assert "- euclid+smear: Muon (matrices) + AdamW β (0.9, 0.95), wd 0, warmup 10%, cosine to 0.1·lr, clip none" in text
     assert (out / "study.png").stat().st_size > 10_000
     capsys.readouterr()
     study.main(args)  # a rerun trains nothing again
