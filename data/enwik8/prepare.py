@@ -24,6 +24,9 @@ import zipfile
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+from loader import write_files  # noqa: E402
+
 URL = "http://mattmahoney.net/dc/enwik8.zip"
 SIZES = {"train": 90_000_000, "val": 5_000_000, "test": 5_000_000}
 
@@ -70,27 +73,11 @@ def download(out_dir):
                 data = r.read()
         except OSError as e:
             raise PrepareError(f"download failed ({e}); pass a local copy with --input PATH") from None
-        with open(path + ".tmp", "wb") as f:
-            f.write(data)
-        os.replace(path + ".tmp", path)
+        try:
+            write_files(out_dir, {"enwik8.zip": data})
+        except OSError as e:
+            raise PrepareError(f"could not write to {out_dir} ({e.strerror or e})") from None
     return path
-
-
-def write_all(out_dir, contents):
-    """Write {name: bytes} to temporary files, then rename them all: a failure leaves the old files (or none)."""
-    tmps = {}
-    try:
-        for name, data in contents.items():
-            tmps[name] = os.path.join(out_dir, f".{name}.tmp")
-            with open(tmps[name], "wb") as f:
-                f.write(data)
-        for name, tmp in tmps.items():
-            os.replace(tmp, os.path.join(out_dir, name))
-    except OSError as e:
-        for tmp in tmps.values():
-            if os.path.exists(tmp):
-                os.remove(tmp)
-        raise PrepareError(f"could not write to {out_dir} ({e.strerror or e})") from None
 
 
 def prepare(input_path, out_dir, sizes=SIZES):
@@ -106,8 +93,11 @@ def prepare(input_path, out_dir, sizes=SIZES):
     itos = {i: bytes([i]).decode("latin-1") for i in range(256)}
     meta = {"vocab_size": 256, "itos": itos, "stoi": {c: i for i, c in itos.items()}, "encoding": "bytes",
             "source": "enwik8", "sha256": hashlib.sha256(data).hexdigest(), "sizes": dict(sizes)}
-    write_all(out_dir, {f"{name}.bin": np.frombuffer(part, np.uint8).astype(np.uint16).tobytes()
-                        for name, part in parts.items()} | {"meta.pkl": pickle.dumps(meta)})
+    try:
+        write_files(out_dir, {f"{name}.bin": np.frombuffer(part, np.uint8).astype(np.uint16).tobytes()
+                              for name, part in parts.items()} | {"meta.pkl": pickle.dumps(meta)})
+    except OSError as e:
+        raise PrepareError(f"could not write to {out_dir} ({e.strerror or e})") from None
     return meta
 
 

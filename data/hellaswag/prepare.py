@@ -18,7 +18,7 @@ import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for loader.py
-from loader import DataError, gpt2_encoding  # noqa: E402
+from loader import DataError, gpt2_encoding, write_files  # noqa: E402
 URL = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 OUT_NAME = "hellaswag_val_tokens.jsonl"
 
@@ -70,10 +70,7 @@ def main(argv=None):
         sys.exit(f"error: {args.input or URL}: {e}")
     os.makedirs(args.out_dir, exist_ok=True)
     path = os.path.join(args.out_dir, OUT_NAME)
-    with open(path + ".tmp", "w") as f:
-        for item in items:
-            f.write(json.dumps(item) + "\n")
-    os.replace(path + ".tmp", path)
+    write_files(args.out_dir, {OUT_NAME: "".join(json.dumps(item) + "\n" for item in items).encode()})
     print(f"{len(items):,} items -> {path}")
 
 

@@ -17,10 +17,10 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, for loader.py and the char prepare
-from loader import GPT2_VOCAB, DataError, gpt2_encoding  # noqa: E402
+from loader import GPT2_VOCAB, DataError, gpt2_encoding, write_files  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "shakespeare_char"))  # the same corpus, read the same way
-from prepare import read_corpus, write_atomic  # noqa: E402
+from prepare import read_corpus  # noqa: E402
 
 
 def prepare(text, out_dir, enc, val_fraction=0.1):
@@ -30,10 +30,8 @@ def prepare(text, out_dir, enc, val_fraction=0.1):
     train = np.array(enc.encode_ordinary(text[:split]), dtype=np.uint16)
     val = np.array(enc.encode_ordinary(text[split:]), dtype=np.uint16)
     os.makedirs(out_dir, exist_ok=True)
-    write_atomic(os.path.join(out_dir, "train.bin"), lambda f: train.tofile(f))
-    write_atomic(os.path.join(out_dir, "val.bin"), lambda f: val.tofile(f))
-    write_atomic(os.path.join(out_dir, "meta.pkl"),
-                 lambda f: pickle.dump({"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB}, f))
+    write_files(out_dir, {"train.bin": train.tobytes(), "val.bin": val.tobytes(),
+                          "meta.pkl": pickle.dumps({"tokenizer": "gpt2", "vocab_size": GPT2_VOCAB})})
     return len(train), len(val)
 
 

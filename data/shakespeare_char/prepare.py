@@ -15,14 +15,10 @@ import urllib.request
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))  # the repo root
+from loader import write_files  # noqa: E402
+
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
-
-
-def write_atomic(path, write):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
 
 
 def prepare(text, out_dir, val_fraction=0.1):
@@ -39,10 +35,9 @@ def prepare(text, out_dir, val_fraction=0.1):
     split = int(n * (1 - val_fraction))
     ids = np.array([stoi[c] for c in text], dtype=np.uint16)
     os.makedirs(out_dir, exist_ok=True)
-    write_atomic(os.path.join(out_dir, "train.bin"), lambda f: ids[:split].tofile(f))
-    write_atomic(os.path.join(out_dir, "val.bin"), lambda f: ids[split:].tofile(f))
     meta = {"vocab_size": len(chars), "itos": itos, "stoi": stoi}
-    write_atomic(os.path.join(out_dir, "meta.pkl"), lambda f: pickle.dump(meta, f))
+    write_files(out_dir, {"train.bin": ids[:split].tobytes(), "val.bin": ids[split:].tobytes(),
+                          "meta.pkl": pickle.dumps(meta)})
     return meta, split, n - split
 
 
@@ -65,7 +60,7 @@ def read_corpus(input_path, out_dir):
             except OSError as e:
                 sys.exit(f"error: download failed ({e}); pass a local copy with --input PATH")
             os.makedirs(out_dir, exist_ok=True)
-            write_atomic(path, lambda f: f.write(data))
+            write_files(out_dir, {"input.txt": data})
     try:
         with open(path, encoding="utf-8") as f:
             return path, f.read()
