@@ -65,3 +65,24 @@ def test_json_rows_with_muon_are_the_table_rows(tmp_path, capsys):
     saved = json.loads(path.read_text())
     assert [(r["name"], r["ms"]) for r in saved["rows"]] == [(r[0], r[1]) for r in rows]
     assert saved["settings"]["optimizer"] == "muon"
+
+
+def test_each_configuration_steps_with_the_optimizer_its_spec_names(monkeypatch, capsys):
+    built = []
+    real = bench.configure_optimizers
+
+    def spy(model, *args, optimizer="adamw", **kw):
+        built.append((model.config.block, optimizer))
+        return real(model, *args, optimizer=optimizer, **kw)
+
+    clipped = []
+    real_clip = bench.torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(bench, "configure_optimizers", spy)
+    monkeypatch.setattr(bench.torch.nn.utils, "clip_grad_norm_",
+                        lambda params, norm: clipped.append(norm) or real_clip(params, norm))
+    ngpt = ("euclidean:block=ngpt:bias=False:tie_embeddings=False:zero_init_proj=False:optimizer=adamw:"
+            "grad_clip=1.0")
+    rows = bench.main(TINY + ["--configs", "euclidean", ngpt, "--optimizer", "muon"])
+    assert built == [("gpt", "muon"), ("ngpt", "adamw")]  # --optimizer, unless the spec names one
+    assert clipped and set(clipped) == {1.0}  # only the nGPT recipe clips
+    assert [r[0] for r in rows] == ["euclidean", ngpt]
