@@ -3,6 +3,7 @@ Look inside trained models, curved or Euclidean: is the representation anisotrop
 
     python analyze.py out-cpu/curved out-cpu/euclid                   # table, analysis.json, analysis.png
     python analyze.py out-a out-b --out results/ab --points 400 --resamples 8
+    python analyze.py out-pycode --by_file          # each split's whole-split loss, by file, with its standard error
 
 For each run it loads ckpt.pt, feeds one fixed batch of validation tokens (the first evaluation batch of the
 run's own data), and reports for every block, on the stream h entering the block (the origin's tangent
@@ -18,6 +19,14 @@ coordinates, comparable between curved and Euclidean models):
   same space (how low d_κ alone makes δ). δ is exact for a sample of --points states (fixed base point, see
   gromov_delta), averaged over --resamples random samples, with their standard deviation as the spread; an
   isotropic Gaussian cloud of the same size and dimension is measured too, for scale.
+
+--by_file asks a different question, of the yardstick: how much of a split's loss is the luck of which files it
+holds? On data whose files end with a NUL mark (data/pycode), every split the run's data has (val, test) is scored
+whole, as train.py's eval_full scores it (consecutive windows of block_size), each predicted token counted in the
+file it belongs to. The split's loss is the token-weighted mean over its F files, L = Σ n_f·l_f / Σ n_f, and its
+standard error over files is that of a ratio estimator with files as the sampling units:
+SE² = F/(F−1) · Σ n_f²·(l_f − L)² / (Σ n_f)². Two splits drawn from the same files by the same rule differ by about
+√(SE₁² + SE₂²) from the draw alone.
 """
 import argparse
 import json
@@ -154,6 +163,50 @@ def analyze_run(out_dir, args):
             "blocks": blocks}
 
 
+@torch.no_grad()
+def file_losses(model, data, split, batch_size=256):
+    """(token counts, summed losses) per file of a split scored whole (loader.full_batches: consecutive windows); a
+    token belongs to the file its target is in, files ending at each NUL (end-of-file mark, token 0)."""
+    tokens = np.memmap(data.paths[split], dtype=np.uint16, mode="r")
+    file_of = np.concatenate([[0], np.cumsum(tokens == 0)[:-1]])  # the NULs before a position: its file's number
+    counts, sums, start = {}, {}, 1  # the first window's first target is token 1
+    for x, y in data.full_batches(split, "cpu", batch_size=batch_size):
+        logits, _ = model(x, y)
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
+                                                 reduction="none").double()
+        for f, l in zip(file_of[start : start + y.numel()].tolist(), loss.tolist()):
+            counts[f] = counts.get(f, 0) + 1
+            sums[f] = sums.get(f, 0.0) + l
+        start += y.numel()  # the windows are consecutive: the next batch's targets follow on
+    return counts, sums
+
+
+def split_by_file(counts, sums):
+    """{loss, se, files, tokens} of a split from per-file token counts and summed losses (the module docstring)."""
+    n = np.array([counts[f] for f in counts], dtype=np.float64)
+    l = np.array([sums[f] / counts[f] for f in counts])
+    total = n.sum()
+    mean = float((n * l).sum() / total)
+    F = len(n)
+    se = math.sqrt(F / (F - 1) * float((n**2 * (l - mean) ** 2).sum()) / total**2) if F > 1 else float("nan")
+    return {"loss": mean, "se": se, "files": F, "tokens": int(total)}
+
+
+def by_file(out_dir, data_dir=""):
+    """Each whole split of a run's data (val, and test where there is one), by file, with its standard error."""
+    path = os.path.join(out_dir, "ckpt.pt")
+    if not os.path.exists(path):
+        raise RunError(f"no checkpoint at {path}: is {out_dir} the out_dir of a training run?")
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt).eval()
+    cfg = ckpt["config"]
+    data_dir = data_dir or cfg.get("data_dir") or os.path.join(HERE, "data", cfg.get("dataset", ""))
+    data = open_dataset(data_dir, cfg.get("dataset", ""), model.config.block_size, 1, 0, 1, 0, 1, 1, False)
+    if not hasattr(data, "full_splits") or data.vocab["tokenizer"] != "chars":
+        raise DataError(f"{data_dir}: --by_file needs train.bin/val.bin data whose files end with a NUL (data/pycode)")
+    return {split: split_by_file(*file_losses(model, data, split)) for split in data.full_splits}
+
+
 def mean_delta(entries):
     return sum(e["mean"] for e in entries) / len(entries) if entries else float("nan")
 
@@ -225,7 +278,18 @@ def main(argv=None):
     p.add_argument("--resamples", type=int, default=5, help="δ samples per head, for the spread")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data_dir", default="", help="the validation data (default: each run's own)")
+    p.add_argument("--by_file", action="store_true",
+                   help="instead: each whole split's loss by file, with its standard error over files")
     args = p.parse_args(argv)
+    if args.by_file:
+        try:
+            found = {d: by_file(d, args.data_dir) for d in args.out_dirs}
+        except (RunError, DataError) as e:
+            sys.exit(f"error: {e}")
+        for d, splits in found.items():
+            print(f"{d}: " + "; ".join(f"{s} {r['loss']:.4f} ± {r['se']:.4f} (SE over {r['files']} files, "
+                                         f"{r['tokens']:,} tokens)" for s, r in splits.items()))
+        return found
     if args.batch_size <= 0 or args.points < 4 or args.resamples <= 0:
         sys.exit("error: --batch_size and --resamples must be positive, --points at least 4")
     try:

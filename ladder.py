@@ -30,8 +30,9 @@ The three views of Δ = val loss(arm) − val loss(baseline), per seed:
 - equal compiled cost: r = compiled ms/iter of the curved block ÷ the baseline's at that size (bench.py --compile,
   alternating rounds in one process; one curved arm is timed and stands for all, as they share the block). The
   curved run at N/r steps is compared with the baseline at N steps (or the baseline at N·r when r < 1), read off
-  the loss-vs-step curves, anchored likewise. A run cut at N/r has not finished its learning-rate decay, so this view is conservative
-  for the arm that is cut.
+  the loss-vs-step curves, anchored likewise. The run cut at N/r is read mid-decay, at a learning rate its schedule
+  has not finished lowering, so this view is biased against the arm that is cut by an amount it cannot measure
+  (neither conservative nor fair); only fully decayed runs compare cleanly.
 
 A finished run is reused on a rerun when nothing it depended on changed (sweep.finished), so the ladder can be
 stopped and continued; so is a compiled timing that bench.py made with the same arguments. Writes OUT/ladder.md,

@@ -141,3 +141,40 @@ def test_missing_and_foreign_checkpoints_are_one_line(tmp_path):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign" / "ckpt.pt")
     with pytest.raises(SystemExit, match="is not a kappaGPT checkpoint"):
         analyze.main([str(tmp_path / "foreign")])
+
+
+def test_split_by_file_by_hand():
+    import math
+
+    import analyze
+    # two files of 1 and 3 tokens with mean losses 1 and 3: L = (1·1 + 3·3) / 4 = 2.5; the SE's sum:
+    # 1²·(1 − 2.5)² + 3²·(3 − 2.5)² = 2.25 + 2.25 = 4.5; SE² = 2/1 · 4.5 / 16
+    r = analyze.split_by_file({0: 1, 1: 3}, {0: 1.0, 1: 9.0})
+    assert r["loss"] == pytest.approx(2.5) and r["se"] == pytest.approx(math.sqrt(2 * 4.5 / 16))
+    assert (r["files"], r["tokens"]) == (2, 4)
+
+
+def test_by_file_matches_train_pys_whole_split_loss(tmp_path):
+    """The files' losses add up to the loss train.py's eval_full reports for each split."""
+    import subprocess
+    import sys
+
+    import analyze
+    import train
+    from conftest import ROOT, tiny_args
+    src = tmp_path / "src"
+    for i in range(40):
+        (src / f"pkg{i % 2}" / "sub").mkdir(parents=True, exist_ok=True)
+        (src / f"pkg{i % 2}" / "sub" / f"m{i}.py").write_text("".join(f"def f{j}(x):\n    return x * {i * j}\n"
+                                                                      for j in range(3 + i % 5)))
+    data = tmp_path / "data"
+    r = subprocess.run([sys.executable, f"{ROOT}/data/pycode/prepare.py", "--input", str(src), "--out_dir", str(data)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    summary = train.main(tiny_args(data, tmp_path / "run", curvature="euclidean", max_iters=4, eval_interval=4,
+                                   eval_full=True, dropout=0.0, block_size=16))
+    found = analyze.by_file(str(tmp_path / "run"))
+    assert set(found) == {"val", "test"} and all(f["files"] >= 2 for f in found.values())
+    assert found["val"]["loss"] == pytest.approx(summary["val_full"], rel=1e-5)
+    assert found["test"]["loss"] == pytest.approx(summary["test_full"], rel=1e-5)
+    assert all(0 < f["se"] < 1 for f in found.values())
