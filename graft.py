@@ -61,8 +61,8 @@ def ensure_export(args):
     is of this pretrain (its options, stamped beside it). Only summaries are committed, so on a fresh clone whose
     fine-tunes are all finished nothing is retrained; one that is not needs the weights, and the pretrain run is
     trained again (the same command gives the same run)."""
-    import pretrained
-    from runtime import load_checkpoint, model_from_checkpoint
+    import export
+    from runtime import load_checkpoint
 
     out = os.path.join(args.out, "pretrain")
     stamp = os.path.join(out, "hf", "kappagpt_source.json")
@@ -74,8 +74,7 @@ def ensure_export(args):
         os.remove(os.path.join(out, "summary.json"))
         train_run(out, pretrain_options(args), "pretrain (euclid), again for its weights",
                   on_code_change=args.on_code_change)
-    ckpt = load_checkpoint(os.path.join(out, "ckpt.pt"))
-    pretrained.export(model_from_checkpoint(ckpt), os.path.join(out, "hf"), ckpt.get("meta"))
+    export.export(load_checkpoint(os.path.join(out, "ckpt.pt")), os.path.join(out, "hf"), overwrite=True)
     with open(stamp, "w") as f:
         json.dump(pretrain_identity(args), f)
 

@@ -40,14 +40,15 @@ def imported_modules(name):
     ("generate", set()),  # the decoding loop beside the model, as gpt-fast keeps it
     ("sample", {"runtime", "configurator", "loader", "pretrained", "generate"}),
     ("pretrained", {"model", "runtime", "configurator"}),  # GPT-2's weights in and out
-    ("export", {"pretrained", "runtime"}),
+    ("export", {"pretrained", "runtime", "loader", "hf_model"}),  # GPT-2, or the repo's code as remote code
+    ("hf_model", {"model", "geometry", "fused_maps"}),  # the exported wrapper: it runs model.py, nothing more
     ("bench", {"geometry", "model", "runtime", "generate"}),
     ("accuracy", {"geometry"}),
     ("analyze", {"geometry", "loader", "runtime"}),
     ("sweep", {"train", "configurator"}),  # runs train.py in subprocesses; resolves their options with its defaults
     ("ladder", {"sweep"}),  # sweep's runs and pairing, over model sizes
     ("study", {"sweep", "ladder"}),  # the ladder's runs and timings, over training lengths and corpora
-    ("graft", {"sweep", "pretrained", "runtime"}),  # sweep's runs, from an exported model
+    ("graft", {"sweep", "export", "runtime"}),  # sweep's runs, from an exported model
 ])
 def test_imports_point_one_way(name, allowed):
     assert imported_modules(name) <= allowed, imported_modules(name) - allowed
