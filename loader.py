@@ -302,6 +302,20 @@ class CharDataset:
         self.epoch, self.batch = state.get("epoch", 0), state.get("batch", 0)  # (checkpoints before the epoch sampler)
 
 
+# options that one data format reads and the other has no use for: setting one where it would be ignored is an error
+SHARD_ONLY, BIN_ONLY = ("val_tokens", "data_random_start"), ("eval_iters", "eval_full_tokens", "sampler")
+
+
+def check_format_options(data, explicit):
+    """A set option (in `explicit`) that the data's format would ignore is a DataError, before any work is done."""
+    sharded = isinstance(data, ShardDataset)
+    for key in (BIN_ONLY if sharded else SHARD_ONLY):
+        if key in explicit:
+            kind = ("sharded data (its evaluation reads val_tokens from the val shards, in order)" if sharded else
+                    "train.bin/val.bin data (its evaluation reads eval_iters seeded batches; eval_full the whole split)")
+            raise DataError(f"{key} does not apply to {kind}: remove it")
+
+
 def open_dataset(data_dir, dataset, block_size, batch_size, rank, world, seed, eval_iters, val_tokens,
                  random_start, sampler="random"):
     """Shards if data_dir holds {dataset}_train_*.bin files, else train.bin/val.bin (and test.bin)."""

@@ -3,7 +3,8 @@ GPT-2's weights in and out: OpenAI's GPT-2 (or any Hugging Face GPT-2 checkpoint
 Euclidean kappaGPT model as a Hugging Face GPT-2 checkpoint.
 
     init_from='gpt2' | 'gpt2-medium' | 'gpt2-large' | 'gpt2-xl'  # fetched once into the Hugging Face cache
-    init_from='path/to/dir'   # config.json + model.safetensors, as transformers' save_pretrained writes them
+    init_from='path/to/dir'   # config.json + model.safetensors, as transformers' save_pretrained writes them, or
+                              # a kappaGPT export (export.py: model_type 'kappagpt'), loaded as it was saved
     python export.py out-euclid                                   # out-euclid/ckpt.pt → out-euclid/hf/
 
 Why no transformers at run time: a GPT-2 checkpoint is a config.json and one safetensors file of named tensors.
@@ -110,14 +111,57 @@ def read_hf_config(path):
 
 
 def read_vocab(path):
-    """The checkpoint's vocabulary: {'tokenizer': 'gpt2', ...}, or a character vocabulary written by export."""
+    """The checkpoint's vocabulary: {'tokenizer': 'gpt2', ...}, or a character (or byte) vocabulary written by
+    export."""
     file = os.path.join(path, VOCAB_FILE)
     if not os.path.exists(file):
         return {"tokenizer": "gpt2"}, None
     with open(file) as f:
-        itos = json.load(f)["itos"]
+        saved = json.load(f)
+    itos = saved["itos"]
     meta = {"vocab_size": len(itos), "itos": dict(enumerate(itos)), "stoi": {c: i for i, c in enumerate(itos)}}
+    if saved.get("encoding") == "bytes":
+        meta["encoding"] = "bytes"
     return {"tokenizer": "chars", "size": len(itos)}, meta
+
+
+def read_kappagpt(path):
+    """The GPTConfig options of a kappaGPT export (config.json's 'kappagpt'), or None for any other checkpoint."""
+    with open(os.path.join(path, "config.json")) as f:
+        hf = json.load(f)
+    return hf.get("kappagpt") if isinstance(hf, dict) and hf.get("model_type") == "kappagpt" else None
+
+
+def load_kappagpt(path, saved, cfg=None, explicit=()):
+    """(model, model_args, vocab, meta) of a kappaGPT export as it was saved; an option the run set to another value
+    than the export's is a ConfigError (dropout, and block_size up to the saved one, may be set)."""
+    from safetensors.torch import load_file
+
+    args = dict(saved)
+    for key in explicit if cfg is not None else ():
+        if key in ("dropout",) or key not in args:
+            continue
+        if key == "block_size" and cfg[key] <= args[key]:
+            continue
+        if cfg[key] != args[key]:
+            raise ConfigError(f"{key}={cfg[key]!r} but the exported model has {key}={args[key]!r}: a kappaGPT "
+                              f"export is trained as it was saved (dropout and a shorter block_size may be set)")
+    if cfg is not None:
+        args |= {k: cfg[k] for k in ("dropout", "block_size") if k in explicit}
+    try:
+        model = GPT(GPTConfig(**args))
+    except (ValueError, TypeError) as e:
+        raise RunError(f"{path}: the export's options cannot be built by this code ({e})") from None
+    state = {k.removeprefix("model."): v for k, v in load_file(os.path.join(path, "model.safetensors")).items()}
+    if "transformer.wpe.weight" in state:
+        state["transformer.wpe.weight"] = state["transformer.wpe.weight"][: args["block_size"]]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise RunError(f"{path}: model.safetensors does not fit its config.json ({str(e).splitlines()[0]})") from None
+    vocab, meta = read_vocab(path)
+    vocab.setdefault("size", args["vocab_size"])
+    return model, args, vocab, meta
 
 
 def merge_args(hf_args, cfg, explicit, defaults):
@@ -175,12 +219,20 @@ def state_from_hf(path, args):
 def load(init_from, cfg, explicit=(), defaults=None):
     """(model, model_args, vocab, meta) for init_from: GPT-2's weights in a GPT built from the run's options."""
     path = locate(init_from)
+    saved = read_kappagpt(path)
+    if saved is not None:
+        return load_kappagpt(path, saved, cfg, explicit)
     return _build(path, merge_args(read_hf_config(path), cfg, explicit, defaults))
 
 
-def load_euclidean(init_from):
-    """(model, meta) for init_from as it was saved: the plain GPT-2 of the checkpoint, for sampling."""
+def load_saved(init_from):
+    """(model, meta) for init_from as it was saved, for sampling: the plain GPT-2 of a GPT-2 checkpoint, or a kappaGPT
+    export's own model."""
     path = locate(init_from)
+    saved = read_kappagpt(path)
+    if saved is not None:
+        model, _, _, meta = load_kappagpt(path, saved)
+        return model, meta
     model, _, _, meta = _build(path, read_hf_config(path) | {"curvature": "euclidean"})
     return model, meta
 
@@ -202,10 +254,10 @@ def _build(path, args):
     return model, args, vocab, meta
 
 
-def graft_caveats(config):
-    """Why a model built with `config` from a pretrained Euclidean one would not start at its function ([] if it
-    does)."""
-    if config.curvature == "euclidean":
+def graft_caveats(config, init_from=None):
+    """Why a model built with `config` from a pretrained Euclidean one (init_from) would not start at its function ([]
+    if it does, and for a kappaGPT export, which is loaded as it was saved)."""
+    if config.curvature == "euclidean" or (init_from and os.path.isdir(init_from) and read_kappagpt(init_from)):
         return []
     out = []
     if config.curvature != "zero" and config.curvature_init != 0:

@@ -100,7 +100,7 @@ def sample(cfg):
             raise ConfigError("init_from='scratch' has nothing to sample from: use 'resume' (out_dir/ckpt.pt), a GPT-2 "
                               "name or a Hugging Face GPT-2 directory")
         pretrained.check_init_from(cfg["init_from"])
-        model, meta = pretrained.load_euclidean(cfg["init_from"])
+        model, meta = pretrained.load_saved(cfg["init_from"])
     model = model.eval().to(dev)
     codec = Codec(meta)
     prompt = read_prompt(cfg["start"])

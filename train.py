@@ -29,7 +29,7 @@ import torch
 from configurator import ConfigError, configure
 import hellaswag
 import pretrained
-from loader import DataError, ShardDataset, open_dataset
+from loader import DataError, check_format_options, open_dataset
 from logger import Logger, curvature_metrics, geometry_health, kappa_summary, truncate_metrics
 from model import GPT, GPTConfig
 from runtime import (DTYPES, MODEL_DEFAULTS, MODEL_KEYS, RESUME_MAY_CHANGE, Process, Progress, RunError, StopSignal,
@@ -43,10 +43,8 @@ eval_interval = 250  # evaluate (and checkpoint) every this many iterations, and
 log_interval = 25
 eval_iters = 20  # train.bin/val.bin data: batches per split per evaluation, the same batches every time
 eval_only = False  # evaluate once and exit
-eval_full = False  # at max_iters (and with eval_only) also the loss on the whole validation split, val/loss_full, and
-# on the whole test split where the data has one (test.bin), test/loss_full
-eval_full_tokens = 0  # eval_full on the first this-many tokens of each split only (0: all): a fixed text, for large
-# splits; train.bin/val.bin data only (sharded data evaluates val_tokens)
+eval_full = False  # at max_iters (and eval_only) also the loss on the whole val (and test.bin's) split: val/loss_full
+eval_full_tokens = 0  # eval_full on each split's first this-many tokens (0: all); train.bin data (shards: val_tokens)
 always_save_checkpoint = True  # save at every evaluation (else only when val loss improves)
 init_from = "scratch"  # 'scratch', 'resume' (from out_dir/ckpt.pt), 'gpt2'…'gpt2-xl', or a Hugging Face GPT-2 dir
 overwrite = False  # let init_from='scratch' replace a run already in out_dir (else that is an error)
@@ -124,20 +122,6 @@ def validate(cfg):
                          ("dtype", ("auto", *DTYPES))):
         if cfg[key] not in allowed:
             raise ConfigError(f"{key}={cfg[key]!r} is not one of {allowed}")
-
-
-# options that one data format reads and the other has no use for: setting one where it would be ignored is an error
-SHARD_ONLY, BIN_ONLY = ("val_tokens", "data_random_start"), ("eval_iters", "eval_full_tokens", "sampler")
-
-
-def check_data_options(cfg, explicit, data):
-    """A set option that the data's format would ignore is refused, in one line, before any work is done."""
-    sharded = isinstance(data, ShardDataset)
-    for key in (BIN_ONLY if sharded else SHARD_ONLY):
-        if key in explicit:
-            kind = ("sharded data (its evaluation reads val_tokens from the val shards, in order)" if sharded else
-                    "train.bin/val.bin data (its evaluation reads eval_iters seeded batches; eval_full the whole split)")
-            raise ConfigError(f"{key} does not apply to {kind}: remove it")
 
 
 def model_config(model_args):
@@ -269,7 +253,7 @@ def build_model(cfg, data, ckpt_path, explicit, device):
         return GPT(model_config(model_args)), model_args, None
     model, model_args, vocab, meta = pretrained.load(cfg["init_from"], cfg, explicit, DEFAULTS)
     check_vocab_compatible({"vocab": vocab, "meta": meta}, data.vocab, data.meta, cfg["init_from"], "fine-tune")
-    caveats = pretrained.graft_caveats(model.config)
+    caveats = pretrained.graft_caveats(model.config, cfg["init_from"])
     if caveats:
         print(f"note: this model does not start as {cfg['init_from']}'s function: {'; '.join(caveats)}")
     return model, model_args, None
@@ -290,7 +274,7 @@ def start(cfg, explicit=()):
     data = open_dataset(cfg["data_dir"] or os.path.join(HERE, "data", cfg["dataset"]), cfg["dataset"],
                         cfg["block_size"], cfg["batch_size"], proc.rank, proc.world, cfg["seed"], cfg["eval_iters"],
                         cfg["val_tokens"], cfg["data_random_start"], cfg["sampler"])
-    check_data_options(cfg, explicit, data)
+    check_format_options(data, explicit)
     ckpt_path = os.path.join(cfg["out_dir"], "ckpt.pt")
     raw_model, model_args, ckpt = build_model(cfg, data, ckpt_path, explicit, proc.device)
     raw_model.to(proc.device)
@@ -487,8 +471,8 @@ def train(cfg, explicit=()):
             resumed_here = p.iter_num == first_iter and first_iter > 0 and not cfg["eval_only"]
             if (p.iter_num % cfg["eval_interval"] == 0 or is_last) and not resumed_here:
                 losses = evaluate_and_checkpoint(run, lr, p.iter_num > first_iter, is_last or cfg["eval_only"])
-                summary.update(train_loss=losses.get("train"), val_loss=losses["val"], val_full=losses.get("val_full"),
-                               test_full=losses.get("test_full"))
+                summary.update(train_loss=losses.get("train"), val_loss=losses["val"],
+                               **{k: losses.get(k) for k in ("val_full", "test_full")})
             if is_last or (p.iter_num == first_iter and cfg["eval_only"]):
                 break
             t_step = time.time()

@@ -157,3 +157,23 @@ def test_a_gpt2_bpe_model_takes_gpt2s_tokenizer(tmp_path, gpt2_offline):
     idx = torch.tensor([ids])
     with torch.no_grad():
         assert torch.equal(theirs(idx).logits, ours(idx, idx)[0])
+
+
+def test_an_export_trains_on_with_init_from_as_it_was_saved(tmp_path, char_data):
+    """init_from=<a kappaGPT export> is the exported model itself (the same evaluation loss), trains on, and a model
+    option set to another value than the export's is one line."""
+    import train
+    from conftest import run_error, tiny_args
+
+    curved = dict(curvature="free", curvature_init=0.0, dropout=0.0, reference="prev_token", residual="tangent")
+    run = tmp_path / "run"
+    trained = train.main(tiny_args(char_data, run, max_iters=10, **curved))
+    export.main([str(run), "--to", str(tmp_path / "hf")])
+    same = train.main(tiny_args(char_data, tmp_path / "eval", init_from=tmp_path / "hf", eval_only=True, **curved))
+    assert same["val_loss"] == pytest.approx(trained["val_loss"], rel=16 * torch.finfo(torch.float32).eps)
+    on = train.main(tiny_args(char_data, tmp_path / "on", init_from=tmp_path / "hf", max_iters=4, **curved))
+    assert on["iter_num"] == 4 and on["val_loss"] < same["val_loss"] + 0.5
+    msg = run_error(tiny_args(char_data, tmp_path / "bad", init_from=tmp_path / "hf", **(curved | {"n_layer": 3})))
+    assert msg.startswith("error: n_layer=3 but the exported model has n_layer=2: a kappaGPT export is trained as it "
+                          "was saved") and "\n" not in msg
+    assert not (tmp_path / "bad").exists()

@@ -47,7 +47,7 @@ def imported_modules(name):
     ("analyze", {"geometry", "loader", "runtime"}),
     ("sweep", {"train", "configurator"}),  # runs train.py in subprocesses; resolves their options with its defaults
     ("ladder", {"sweep"}),  # sweep's runs and pairing, over model sizes
-    ("study", {"sweep", "ladder"}),  # the ladder's runs and timings, over training lengths and corpora
+    ("study", {"sweep", "ladder", "loader"}),  # the ladder's runs and timings, over lengths and corpora (loader: meta)
     ("graft", {"sweep", "export", "runtime"}),  # sweep's runs, from an exported model
 ])
 def test_imports_point_one_way(name, allowed):
