@@ -1,228 +1,604 @@
 """
-At the end of training: does mixed curvature's per-step lead survive a fine tuner, longer training, a hypersphere
-(nGPT) control and a second corpus? The size ladder's lead was measured at 600 iterations, a slice of one epoch;
-this study measures every arm at the end of fully decayed runs of 1×, 4× and 16× that length.
+The one driver for every experiment: a plan (plans/*.py) says what to run, this runs it in the plan's order,
+resumes it, prints a dry run with its estimated hours, and writes its results folder.
 
-    python study.py --out results/study          # the CPU study of docs/results.md; one run at a time; resumes
-    python study.py --quick --out out-study-quick   # tiny blocks, a few iterations: the pipeline in a minute
+    python study.py plans/yardstick.py                  # run or resume a plan: finished runs are reused
+    python study.py plans/yardstick.py --dry_run        # what it would run, and the hours still to run
+    python study.py plans/ladder.py --rebuild=/tmp/t    # a plan's tables again from its finished runs, into /tmp/t
+    python study.py plans/sweep.py --arms="['euclid+smear']" --seeds="[1337]" --out=out-x --extra --eval_iters=10
 
-Blocks, run in this order so that each finished block is a result on its own (--blocks picks others, e.g.
-pycode:4x128:1 where the budget allows; CORPUS:SIZE:MULT:ARM,ARM names a block's arms):
-    1×: shakespeare_char 4x128, pycode 2x64, shakespeare_char 6x192   (the ladder's 1× with the fine tuner)
-    4×: pycode 2x64, shakespeare_char 4x128 (it repeats the corpus: 1.8 passes; without κ ≡ 0, see SKIP)
-    16×: pycode 2x64 (9,600 iterations, 7.4M of its 23.2M training bytes: no byte seen twice; without κ ≡ 0)
+A plan is a file of assignments that configurator reads as it reads a training config (every key known, every type
+checked), then `--key=value` overrides; everything after --extra goes to every train.py run (after the plan's own
+`extra`). `kind` says how its cells are built and reported (KINDS: each kind's keys with their defaults):
+- sweep: one model, every arm on the same grid and budget; val at equal steps and at equal wall-clock;
+- ladder: the arms over model sizes; Δ at equal steps, eager time and compiled cost, and one size run longer;
+- end: blocks CORPUS:SIZE:MULT[:ARM,ARM] (MULT × iters), each arm tuned per block, a longer block starting from the
+  √2 grid around the same arm's best at the previous length; Δ at equal steps (95% t-intervals) and compiled cost;
+- graft: pretrain a Euclidean model, export it, fine-tune it per arm and seed (no tuning).
+Tuning (harness.tune) runs at tune_seed; then the reported `seeds` at the best rate. A plan reports its tuning seed
+only where it says so (report_tune_seed: the ladder and the sweep, as they were made; the tables then say so) or is
+`history`: a study kept as it was made, which a rebuild reads and nothing trains again (its runs' code or data are
+gone; the plan names the commit that made them).
 
-Every run is sweep.py's (`python train.py CONFIG --n_layer ... ARM ...` in a subprocess), with the schedule stretched
-to its length (10% warmup but for nGPT, cosine to lr/10 at the last step; ngpt-adamw: its own recipe, to zero), its
-training windows read in a seeded shuffled order with no window repeated before the epoch is through
-(--sampler=epoch), and its results the losses on the whole validation and test splits (train.py --eval_full). Arms:
-the baseline euclid+smear (the speedrun's modern block), ngpt (nGPT's block on the baseline's Muon recipe),
-ngpt-adamw (nGPT's block on its published AdamW recipe), zero-prev-tangent (the previous-token reference, κ ≡ 0)
-and free-prev-tangent (mixed curvature); --arms adds hyp-prev-tangent.
-
-Seeds: the rate is tuned at --tune_seed alone and every reported number comes from --seeds, which must not include
-it (the best of a grid at one seed is lucky at that seed: reporting it would flatter every arm's absolute loss). The
-rate is chosen on val; reported losses are on test where the data has one (pycode), else on val.
-
-Tuning, per arm and block, at the tuning seed (sweep.tune): a block's first length starts from the coarse grid --lrs,
-extended past an edge best and bisected until the best has tried neighbours within √2 on both sides; a longer length
-starts from the √2 grid around the same arm's best at the previous length of its corpus and size (b/√2, b, b·√2;
-extended by √2 while the best is at an edge, up to --max_extend times), and so does a 1× block whose arm the size
-ladder already ran on the √10 grid (PRIOR: its best). Then the other seeds at the best rate.
-
-Views of Δ = loss(arm) − loss(euclid+smear), paired by seed (the same data order; the same validation text for all):
-- equal steps: the final losses, in nats (bits = nats / ln 2 per character or byte), mean ± sample std over the n
-  reported seeds, the paired t and its 95% interval (mean ± t(0.975, n−1)·std/√n);
-- equal compiled cost: r = compiled ms/iter of the arm's block ÷ the baseline's at that size (bench.py --compile,
-  the blocks alternating in one process, each with its own optimizer; the curved arms share one timing); the arm at
-  N/r steps against the baseline at N (or the baseline at N·r when r < 1), read off the loss-vs-step curves of batch
-  estimates anchored at each run's whole-split result (ladder.read: the curves give the change, the result the
-  level). The run that is cut is read mid-decay, at a learning rate its schedule has not finished lowering, so this
-  view is biased against it by an amount it cannot measure (neither conservative nor fair); the compute-multiplier
-  study compares fully decayed runs only.
-Mixed curvature's κ at the end: the number of heads with κ > 0, per block, in each seed.
-
-Writes OUT/study.md (the table, the grids), OUT/study.json and OUT/study.png (Δ against training length, per corpus).
+A run is harness.train_run's; a rebuild (--rebuild=DIR) reads every run's summary.json and bench JSON as they are,
+without fingerprints, trains nothing, and writes the tables to DIR. A new study is a new plan, and a new analysis a
+new report function in REPORTS.
 """
-import argparse
-import json
 import math
 import os
-import subprocess
+import statistics
 import sys
 
-import ladder
-import sweep
-from loader import read_meta
+import harness as H
+from configurator import ConfigError, configure
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 BASELINE = "euclid+smear"
-CORPORA = {"shakespeare_char": "config/train_shakespeare_char_modern.py", "pycode": "config/train_pycode_modern.py"}
-BLOCKS = [("shakespeare_char", "4x128", 1), ("pycode", "2x64", 1), ("shakespeare_char", "6x192", 1),
-          ("pycode", "2x64", 4), ("shakespeare_char", "4x128", 4), ("pycode", "2x64", 16)]
-# arms a default block leaves out, to keep the study within its 5 hours: κ ≡ 0 gained nothing at 1× on both corpora
-# and at 6x192, and the ladder's 4× check at 4x128 already found it within noise of a retuned baseline; pycode 2x64 4×
-# runs it, so the code corpus has it at two lengths. nGPT runs at 16× as well: at Shakespeare 4x128 4× it caught
-# up with mixed curvature per step, so its control at the longest length is the question's other half
-SKIP = {("shakespeare_char", "4x128", 4): {"zero-prev-tangent"},
-        ("pycode", "2x64", 16): {"zero-prev-tangent"}}
-QUICK_BLOCKS = [("shakespeare_char", "1x16", 1), ("pycode", "1x16", 1), ("shakespeare_char", "1x16", 2)]
-ARMS = [BASELINE, "ngpt", "zero-prev-tangent", "free-prev-tangent"]
-KNOWN_ARMS = [a for a, _ in sweep.ARMS]
-# where the size ladder's √10 grid already ran an arm (results/ladder/ladder.md: its best rates), the study's 1×
-# block starts from the √2 grid around that best instead of running the coarse grid again
-PRIOR = {("shakespeare_char", "4x128"): {BASELINE: 0.01, "zero-prev-tangent": 0.003, "hyp-prev-tangent": 0.003,
-                                         "free-prev-tangent": 0.003},
-         ("shakespeare_char", "6x192"): {BASELINE: 0.003, "zero-prev-tangent": 0.003, "hyp-prev-tangent": 0.003,
-                                         "free-prev-tangent": 0.003}}
-# bench.py's spec of each arm's block: (curvature[:reference:residual], overrides applied after the corpus config's
-# model options, ladder.bench_setup's spec)
+COMMON = {"kind": "", "out": "", "device": "cpu", "on_code_change": "stop", "dry_run": False, "rebuild": "",
+          "quick": False, "history": False, "arms": [BASELINE], "lrs": [3e-3, 1e-2, 3e-2], "max_extend": 2,
+          "refine": True, "tune_seed": 1337, "seeds": [1, 2, 3], "report_tune_seed": False, "extra": []}
+KINDS = {
+    "sweep": {"base": "config/train_shakespeare_char_modern.py", "max_iters": 600, "eval_interval": 50,
+              "full_eval": True},
+    "ladder": {"base": "config/train_shakespeare_char_modern.py", "sizes": ["2x32", "2x64", "4x128", "6x192"],
+               "iters": [600], "head_size": 32, "free_sizes": None, "full_eval": True, "evals": 12,
+               "length_size": "4x128", "length_mult": 4, "length_arms": [BASELINE, "zero-prev-tangent",
+                                                                          "hyp-prev-tangent"],
+               "cost_ratios": None, "bench_rounds": 7},
+    "end": {"corpora": {"shakespeare_char": "config/train_shakespeare_char_modern.py",
+                        "pycode": "config/train_pycode_modern.py"},
+            "blocks": [], "iters": 600, "evals": 12, "head_size": 32, "data_dirs": {}, "cost_ratios": None,
+            "bench_rounds": 7, "prior": {}, "sampler": "epoch"},
+    "graft": {"base": "", "init_from": "", "pretrain": "config/train_shakespeare_char_cpu_euclid.py",
+              "pretrain_iters": 2000, "iters": 500, "lr": 2e-4, "graft_lr_mult": 10.0, "eval_interval": 50},
+}
+QUICK = {"sweep": {"max_iters": 8, "eval_interval": 4},
+         "ladder": {"sizes": ["1x16", "2x32"], "iters": [8], "head_size": 16, "evals": 2, "length_size": "1x16",
+                    "length_mult": 2, "bench_rounds": 2},
+         "end": {"blocks": ["shakespeare_char:1x16:1", "pycode:1x16:1", "shakespeare_char:1x16:2"], "iters": 8,
+                 "head_size": 16, "evals": 2, "bench_rounds": 2},
+         "graft": {"pretrain_iters": 20, "iters": 10, "eval_interval": 5}}
+# bench.py's spec of each arm's block (curvature[:reference:residual], then overrides after the base config's own)
 BENCH = {BASELINE: ("euclidean", "smear=True"), "curved": ("free:prev_token:tangent", "smear=False:curvature_init=0.0"),
          "ngpt": ("euclidean", "smear=False:block=ngpt:tie_embeddings=False:zero_init_proj=False:attn_scale=0.0:"
                                "logit_softcap=0.0"),
          "ngpt-adamw": ("euclidean", "smear=False:block=ngpt:tie_embeddings=False:zero_init_proj=False:attn_scale=0.0:"
                                      "logit_softcap=0.0:optimizer=adamw:grad_clip=1.0")}
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]  # t(0.975, df) for df 1…10
+GRAFT_ARMS = {"euclid": ["--curvature=euclidean"],
+              "graft": ["--curvature=free", "--curvature_init=0.0", "--reference=prev_token", "--residual=tangent",
+                        "--reference_share=True"],
+              "share": ["--curvature=zero", "--reference=prev_token", "--residual=tangent", "--reference_share=True"]}
 
 
-# ----------------------------------------------------------------------------- the arithmetic (tested by hand)
+# ----------------------------------------------------------------------------- the plan
 
 
-def start_grid(previous_best, coarse):
-    """The grid a block starts from: the √2 grid around the arm's best at the previous length, else the coarse one."""
-    if previous_best is None:
-        return sorted(coarse)
-    return [float(f"{previous_best / math.sqrt(2):.3g}"), previous_best, float(f"{previous_best * math.sqrt(2):.3g}")]
+def load(argv):
+    """(the plan's resolved settings, the config-file path): COMMON and its kind's keys, then the plan file, then the
+    --key=value overrides (a bare --flag is --flag=True), then --extra's train.py options appended to `extra`."""
+    extra = argv[argv.index("--extra") + 1:] if "--extra" in argv else []
+    argv = argv[:argv.index("--extra")] if "--extra" in argv else argv
+    files = [a for a in argv if not a.startswith("--")]
+    if len(files) != 1 or not os.path.isfile(files[0]):
+        sys.exit(f"error: name one plan file, e.g. plans/yardstick.py; got {files}")
+    scope = {"__file__": files[0]}
+    try:
+        exec(open(files[0]).read(), scope)
+    except Exception as e:
+        sys.exit(f"error: plan {files[0]}: {type(e).__name__}: {e}")
+    if scope.get("kind") not in KINDS:
+        sys.exit(f"error: plan {files[0]} sets kind = {scope.get('kind')!r}: one of {sorted(KINDS)}")
+    overrides = [a if "=" in a else f"{a}=True" for a in argv if a.startswith("--")]
+    defaults = COMMON | KINDS[scope["kind"]]
+    try:
+        quick = configure(defaults, [*files, *overrides])["quick"]
+        p = configure(defaults | (QUICK[scope["kind"]] if quick else {}), [*files, *overrides])
+    except ConfigError as e:
+        sys.exit(f"error: {e}")
+    if quick:  # the plan's own sizes and lengths give way to the tiny ones, unless the command line names them
+        p |= {k: v for k, v in QUICK[p["kind"]].items() if f"--{k}" not in {o.split("=")[0] for o in overrides}}
+        p["seeds"] = p["seeds"][:2]
+    p["extra"] = p["extra"] + extra
+    check(p)
+    return p
 
 
-def paired(diffs):
-    """(mean, std, t, half-width of the 95% t-interval) of paired differences: t = mean / (std / √n), ±inf when every
-    seed agrees exactly; the interval is mean ± t(0.975, n−1)·std/√n (NaN past the table: n > 11)."""
-    mean, std = sweep.mean_std(diffs)
-    n = len(diffs)
-    if n < 2:
-        return mean, std, float("nan"), float("nan")
-    t = mean / (std / math.sqrt(n)) if std > 0 else math.copysign(math.inf, mean)
-    return mean, std, t, (T975[n - 2] * std / math.sqrt(n) if n - 1 <= len(T975) else float("nan"))
+def check(p):
+    """One-line errors for a plan that cannot run, before any run."""
+    unknown = set(p["arms"]) - set(dict(H.ARMS)) - set(GRAFT_ARMS)
+    if unknown:
+        sys.exit(f"error: unknown arms {sorted(unknown)}; choose from {[a for a, _ in H.ARMS]}")
+    if not p["out"]:
+        sys.exit("error: the plan names no out folder (out = ...)")
+    if p["tune_seed"] in p["seeds"] and not (p["history"] or p["report_tune_seed"]) and p["kind"] != "graft":
+        sys.exit(f"error: the tuning seed {p['tune_seed']} is among the reported seeds {p['seeds']}: a seed that chose "
+                 f"the rate flatters it; report other seeds")
+    if p["history"] and not p["rebuild"] and not p["dry_run"]:
+        sys.exit(f"error: {p['out']} is a study kept as it was made (history = True): --rebuild=DIR rebuilds its "
+                 f"tables; to run it again, check out the commit its plan names")
+    if p["kind"] in ("ladder", "end") and BASELINE not in p["arms"]:
+        sys.exit(f"error: the arms must include the baseline {BASELINE}")
+    if p["kind"] == "ladder" and len(p["iters"]) not in (1, len(p["sizes"])):
+        sys.exit(f"error: iters takes one value or one per size ({len(p['sizes'])})")
+    if p["kind"] == "ladder" and p["length_size"] and p["length_size"] not in p["sizes"]:
+        sys.exit(f"error: length_size {p['length_size']} is not one of sizes")
 
 
-def reported(summary):
-    """A run's reported loss: on the test split where the data has one, else the validation split."""
-    return summary["test"] if summary.get("test") is not None else sweep.final_loss(summary)
+def blocks(p):
+    """The end kind's blocks as (corpus, size, mult, arms)."""
+    out = []
+    for text in p["blocks"]:
+        corpus, size, mult, arms = (text.split(":", 3) + [None] * 3)[:4]
+        if corpus not in p["corpora"] or size is None or mult is None or not mult.isdigit():
+            sys.exit(f"error: a block is CORPUS:SIZE:MULT[:ARM,ARM] with CORPUS one of {sorted(p['corpora'])}, e.g. "
+                     f"pycode:2x64:16:euclid+smear,free-prev-tangent; got {text!r}")
+        arms = arms.split(",") if arms else p["arms"]
+        check(p | {"arms": arms})
+        out.append((corpus, size, int(mult), arms))
+    return out
 
 
-def bench_key(arm):
-    return arm if arm in (BASELINE, "ngpt", "ngpt-adamw") else "curved"
-
-
-def positive_heads(kappa):
-    return ladder.positive_heads(kappa) if kappa else []
-
-
-def summarize(blocks, results, ratios, seeds):
-    """One row per block and arm: best rate, the final loss and Δ (steps, compiled cost) paired by seed."""
-    rows = []
-    for block in blocks:
-        corpus, size, mult = block
-        arms = results[block]
-        base = arms[BASELINE]["runs"]
-        for arm, r in arms.items():
-            finals = [reported(r["runs"][sd]) for sd in seeds]
-            row = {"corpus": corpus, "size": size, "mult": mult, "arm": arm, "best_lr": r["best_lr"],
-                   "interior": r["interior"], "loss": sweep.mean_std(finals),
-                   "ratio": ratios[(corpus, size)][bench_key(arm)] / ratios[(corpus, size)][BASELINE]}
-            if arm != BASELINE:
-                row["steps"] = paired([reported(r["runs"][sd]) - reported(base[sd]) for sd in seeds])
-                # the curves' change at equal compiled cost (ladder.delta reads them anchored at val), moved to the
-                # reported split's level: the curve gives the change, the reported loss the level
-                row["compiled"] = paired([ladder.delta(r["runs"][sd], base[sd], "compiled", row["ratio"])
-                                          - ladder.delta(r["runs"][sd], base[sd], "steps")
-                                          + reported(r["runs"][sd]) - reported(base[sd]) for sd in seeds])
-            if arm.startswith(("free", "hyp")):
-                row["positive_heads"] = [positive_heads(r["runs"][sd]["kappa"]) for sd in seeds]
-            rows.append(row)
-    return rows
+def cells(p):
+    """The plan's cells, in order: {name, dir, config, size, iters, eval_interval, flags, arms, start}, where start
+    is how an arm's rate is found: 'grid' (tune from lrs), ('after', name) (tune from the √2 grid around that cell's
+    best for the arm), ('best', name) (no tuning: that cell's best), or ('prior', lr)."""
+    if p["kind"] == "sweep":
+        return [{"name": "", "dir": "", "config": p["base"], "size": None, "iters": p["max_iters"],
+                 "eval_interval": p["eval_interval"], "flags": ["--eval_full=True"] * p["full_eval"],
+                 "arms": p["arms"], "start": {}}]
+    if p["kind"] == "ladder":
+        iters = dict(zip(p["sizes"], p["iters"] * len(p["sizes"]) if len(p["iters"]) == 1 else p["iters"]))
+        free = p["free_sizes"] if p["free_sizes"] is not None else sorted(
+            p["sizes"], key=lambda s: H.non_embedding_params(*H.parse_size(s)))[1 if len(p["sizes"]) > 1 else 0:]
+        out = [{"name": s, "dir": s, "config": p["base"], "size": s, "iters": iters[s], "flags": [],
+                "arms": p["arms"] + (["free-prev-tangent"] if s in free and "free-prev-tangent" not in p["arms"]
+                                     else []), "start": {}} for s in p["sizes"]]
+        if p["length_size"]:
+            s = p["length_size"]
+            out.append({"name": f"{s}-long", "dir": f"{s}-long", "config": p["base"], "size": s, "flags": [],
+                        "iters": iters[s] * p["length_mult"], "arms": [a for a in p["length_arms"] if a in out[
+                            p["sizes"].index(s)]["arms"]], "start": {a: ("best", s) for a in p["length_arms"]}})
+        for c in out:
+            c["flags"] = ["--eval_full=True"] * p["full_eval"]
+            c["eval_interval"] = max(1, c["iters"] // p["evals"])
+            H.size_options(c["size"], p["head_size"])
+        return out
+    out, seen = [], {}
+    for corpus, size, mult, arms in blocks(p):
+        name = f"{corpus} {size} {mult}"
+        start = {}
+        for arm in arms:
+            shorter = [(m, n) for (c, s, a), pts in seen.items() if (c, s, a) == (corpus, size, arm)
+                       for m, n in pts if m < mult]
+            prior = p["prior"].get(f"{corpus} {size}", {}).get(arm)
+            start[arm] = ("after", max(shorter)[1]) if shorter else ("prior", prior) if prior else "grid"
+            seen.setdefault((corpus, size, arm), []).append((mult, name))
+        iters = p["iters"] * mult
+        H.size_options(size, p["head_size"])
+        data = [f"--data_dir={p['data_dirs'][corpus]}"] if corpus in p["data_dirs"] else []
+        out.append({"name": name, "dir": f"{corpus}/{size}-x{mult}", "config": p["corpora"][corpus], "size": size,
+                    "iters": iters, "eval_interval": max(1, iters // p["evals"]), "corpus": corpus, "mult": mult,
+                    "flags": ["--eval_full=True", *([f"--sampler={p['sampler']}"] if p["sampler"] else []), *data],
+                    "arms": arms, "start": start})
+    return out
 
 
 # ----------------------------------------------------------------------------- running
 
 
-def iterations(args, mult):
-    return args.iters * mult
+def run(p, cell, arm, lr, seed):
+    """One training run of a cell (harness.train_run), or its summary as it is in a rebuild."""
+    out_dir = os.path.join(p["out"], cell["dir"], arm, f"lr{lr:g}-s{seed}")
+    if p["rebuild"]:
+        return H.read_summary(out_dir)
+    options = [cell["config"], *(H.size_options(cell["size"], p["head_size"]) if cell["size"] else []),
+               *H.schedule(lr, cell["iters"], cell["eval_interval"]), f"--seed={seed}", f"--device={p['device']}",
+               *cell["flags"], *dict(H.ARMS)[arm], *p["extra"]]
+    label = f"{cell['name'] or p['kind']} {arm} lr={lr:g} seed={seed}".strip()
+    return H.train_run(out_dir, options, label, keep_checkpoint=p["kind"] == "sweep",
+                       on_code_change=p["on_code_change"])
 
 
-def one_run(args, block, arm, lr, seed):
-    corpus, size, mult = block
-    iters = iterations(args, mult)
-    out_dir = os.path.join(args.out, corpus, f"{size}-x{mult}", arm, f"lr{lr:g}-s{seed}")
-    options = [CORPORA[corpus], *ladder.size_options(args, size),
-               *sweep.schedule(lr, iters, max(1, iters // args.evals)), f"--seed={seed}", f"--device={args.device}",
-               "--eval_full=True", "--sampler=epoch",
-               *(["--data_dir=" + args.data_dirs[corpus]] if corpus in args.data_dirs else []),
-               *dict(sweep.ARMS)[arm], *args.extra]
-    summary = sweep.train_run(out_dir, options, f"{corpus} {size} {mult}× {arm} lr={lr:g} seed={seed}",
-                              keep_checkpoint=False, on_code_change=args.on_code_change)
-    args.walls[out_dir] = summary["evals"][-1][1]  # the run's own wall-clock, for the budget
-    return summary
-
-
-def tune(args, block, arm, previous_best):
-    """The rate grid at the tuning seed (chosen on val), then the reported seeds at its best."""
-    grid = sweep.tune(lambda lr: sweep.final_loss(one_run(args, block, arm, lr, args.tune_seed)),
-                      start_grid(previous_best, args.lrs), args.max_extend)
-    best, interior = sweep.best_rate(grid)
+def tune_cell(p, cell, arm, results):
+    """{grid, best_lr, interior, runs: {seed: summary}}: the arm's rate found as cell['start'] says, then the
+    reported seeds at it."""
+    start = cell["start"].get(arm, "grid")
+    if start[0] == "best":
+        best, grid, interior = results[start[1]][arm]["best_lr"], {}, True
+    else:
+        first = start_lrs(p, cell, arm, results)
+        grid = H.tune(lambda lr: H.final_loss(run(p, cell, arm, lr, p["tune_seed"])), first, p["max_extend"],
+                      p["refine"])
+        best, interior = H.best_rate(grid)
     return {"grid": grid, "best_lr": best, "interior": interior,
-            "runs": {seed: one_run(args, block, arm, best, seed) for seed in args.seeds}}
+            "runs": {seed: run(p, cell, arm, best, seed) for seed in p["seeds"]}}
 
 
-def compiled_ratios(args, size, corpus):
-    """{bench key: compiled ms/iter} at this size (bench.py --compile, the blocks in one process, each with its own
-    optimizer: Muon unless its spec names another), reused when bench.py recorded the same arguments."""
-    keys = (BASELINE, "curved", "ngpt", "ngpt-adamw")
-    if args.cost_ratios is not None:  # nGPT's two recipes share the block's ratio
-        return {BASELINE: 1.0, "curved": args.cost_ratios[0], "ngpt": args.cost_ratios[1],
-                "ngpt-adamw": args.cost_ratios[1]}
-    path = os.path.abspath(os.path.join(args.out, "bench", f"{corpus}-{size}.json"))
-    layers, width = ladder.parse_size(size)
-    spec, context = ladder.bench_setup(CORPORA[corpus])
-    configs = [f"{BENCH[k][0]}:{spec}:{BENCH[k][1]}" for k in keys]
-    cmd = [sys.executable, os.path.join(HERE, "bench.py"), "--compile", "--optimizer", "muon", "--configs", *configs,
-           "--n_layer", str(layers), "--n_embd", str(width), "--n_head", str(width // args.head_size),
-           "--device", args.device, "--rounds", str(args.bench_rounds), "--json", path, *context]
-    want = {"configs": configs, "n_layer": layers, "n_embd": width, "n_head": width // args.head_size,
-            "device": args.device, "rounds": args.bench_rounds, **dict(zip(context[::2], context[1::2]))}
-    saved = json.load(open(path)) if os.path.exists(path) else None
-    if saved is None or any(str(saved.get("settings", {}).get(k.lstrip("-"), None)) != str(v)
-                            for k, v in want.items()):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        print(f"=== {corpus} {size} bench.py --compile", flush=True)
-        subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)
-        saved = json.load(open(path))
-    compiled = [r["ms"] for r in saved["rows"] if r["name"].endswith("+compile")]
-    return dict(zip(keys, compiled))
+def start_lrs(p, cell, arm, results):
+    start = cell["start"].get(arm, "grid")
+    previous = results[start[1]][arm]["best_lr"] if start[0] == "after" else start[1] if start[0] == "prior" else None
+    return H.start_grid(previous, p["lrs"])
 
 
-# ----------------------------------------------------------------------------- writing
+def dry_run(p):
+    """Each cell's runs: finished, and those still to run with their estimated hours (tuning counted as its start
+    grid plus two refinements; seconds per run from finished runs of the same size, else from FLOPs at the rate this
+    2-core CPU sustains at 2x64)."""
+    total, rows = 0.0, []
+    for cell in (cells(p) if p["kind"] != "graft" else []):
+        for arm in cell["arms"]:
+            folder = os.path.join(p["out"], cell["dir"], arm)
+            finished = [d for d in (os.listdir(folder) if os.path.isdir(folder) else [])
+                        if os.path.exists(os.path.join(folder, d, "summary.json"))]
+            start = cell["start"].get(arm, "grid")
+            planned = len(p["seeds"]) + (0 if start[0] == "best" else len(p["lrs"] if start == "grid" else [0] * 3) + 2)
+            complete = all(any(d.endswith(f"-s{sd}") for d in finished) for sd in p["seeds"])  # the seeds ran: done
+            done, left = len(finished), 0 if complete else max(1, planned - len(finished))
+            hours = left * run_seconds(p, cell) / 3600
+            total += hours
+            rows.append(f"  {cell['name'] or p['kind']:<24} {arm:<20} {cell['iters']:>6} iters  {done:>3} done  "
+                        f"~{left:>2} to run  ~{hours:.2f} h")
+    print(f"plan {p['out']} ({p['kind']}): tuning seed {p['tune_seed']}, reported seeds {p['seeds']}")
+    print("\n".join(rows) + f"\nestimated: {total:.1f} h still to run, one run at a time on this machine")
+    return total
 
 
-def fmt(d):
+def run_seconds(p, cell):
+    """Estimated seconds of one run of the cell: its steps at the median ms/iter of finished runs of the same size in
+    the plan's out (else 6·params·tokens at 1.3e10 FLOP/s, the eager rate of 2x64 on this 2-core CPU), plus 10% for
+    evaluations and 30 s for start-up and the whole-split evaluation."""
+    import glob
+    import json
+    ms = [json.load(open(f))["ms_per_iter"] for f in glob.glob(os.path.join(p["out"], "**", "summary.json"),
+                                                                  recursive=True) if f"/{cell['size']}" in f]
+    if not ms:
+        cfg = H.options_config([cell["config"], *p["extra"]])
+        layers, width = H.parse_size(cell["size"]) if cell["size"] else (cfg["n_layer"], cfg["n_embd"])
+        tokens = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"]
+        ms = [6 * (H.non_embedding_params(layers, width) + 2 * 256 * width) * tokens / 1.3e10 * 1000]
+    return cell["iters"] * statistics.median(ms) / 1000 * 1.1 + 30
+
+
+def main(argv=None):
+    p = load(sys.argv[1:] if argv is None else argv)
+    todo = cells(p) if p["kind"] != "graft" else []  # a bad size or block fails here, before any folder or run
+    if p["dry_run"]:
+        return dry_run(p)
+    out = p["rebuild"] or p["out"]
+    os.makedirs(out, exist_ok=True)
+    if p["kind"] == "graft":
+        return REPORTS["graft"](p, graft(p), out)
+    results = {}
+    for cell in todo:
+        results[cell["name"]] = {arm: tune_cell(p, cell, arm, results) for arm in cell["arms"]}
+        if p["kind"] == "end":  # every finished block is a result: the tables so far
+            rows = REPORTS["end"](p, results, out)
+    return rows if p["kind"] == "end" else REPORTS[p["kind"]](p, results, out)
+
+
+# ----------------------------------------------------------------------------- the graft
+
+
+def graft(p):
+    """Pretrain (unless init_from names a pretrained model), export it as GPT-2, fine-tune every arm per seed."""
+    hf, pre, inputs = p["init_from"], None, {"init_from": p["init_from"]}
+    pre_dir = os.path.join(p["out"], "pretrain")
+    pre_options = [p["pretrain"], f"--max_iters={p['pretrain_iters']}", f"--lr_decay_iters={p['pretrain_iters']}",
+                   f"--eval_interval={p['eval_interval']}", f"--device={p['device']}", *p["extra"]]
+    if not hf:
+        hf, inputs = os.path.join(pre_dir, "hf"), {"pretrain": " ".join(pre_options)}
+        pre = H.read_summary(pre_dir) if p["rebuild"] else H.train_run(pre_dir, pre_options, "pretrain (euclid)",
+                                                                       on_code_change=p["on_code_change"])
+    results = {}
+    for arm in p["arms"]:
+        results[arm] = []
+        for seed in p["seeds"]:
+            out = os.path.join(p["out"], arm, f"s{seed}")
+            options = [*([p["base"]] if p["base"] else []), f"--init_from={hf}", f"--learning_rate={p['lr']}",
+                       "--decay_lr=False", f"--max_iters={p['iters']}", f"--eval_interval={p['eval_interval']}",
+                       f"--curvature_lr_mult={p['graft_lr_mult']}", f"--seed={seed}", f"--device={p['device']}",
+                       *GRAFT_ARMS[arm], *p["extra"]]
+            if p["rebuild"]:
+                results[arm].append(H.read_summary(out))
+                continue
+            if not p["init_from"] and H.finished(out, options, inputs, p["on_code_change"]) is None:
+                ensure_export(p, pre_dir, pre_options, inputs)
+            results[arm].append(H.train_run(out, options, f"{arm} seed={seed}", keep_checkpoint=False, inputs=inputs,
+                                            on_code_change=p["on_code_change"]))
+    return {"pretrain": pre, "runs": results}
+
+
+def ensure_export(p, pre_dir, pre_options, identity):
+    """Export the pretrain run in GPT-2's format before the first fine-tune that needs it, unless the export there is
+    of this pretrain (its options, stamped beside it). Only summaries are committed, so a fresh clone whose
+    fine-tunes are all finished retrains nothing; one that is not needs the weights, and the pretrain is trained
+    again (the same command gives the same run)."""
+    import json
+
+    import export
+    from runtime import load_checkpoint
+    stamp = os.path.join(pre_dir, "hf", "kappagpt_source.json")
+    if os.path.exists(os.path.join(pre_dir, "hf", "model.safetensors")) and os.path.exists(stamp):
+        if json.load(open(stamp)) == identity:
+            return
+    if not os.path.exists(os.path.join(pre_dir, "ckpt.pt")):
+        os.remove(os.path.join(pre_dir, "summary.json"))
+        H.train_run(pre_dir, pre_options, "pretrain (euclid), again for its weights",
+                    on_code_change=p["on_code_change"])
+    export.export(load_checkpoint(os.path.join(pre_dir, "ckpt.pt")), os.path.join(pre_dir, "hf"), overwrite=True)
+    H.write_json(stamp, identity)
+
+
+# ----------------------------------------------------------------------------- reports: tables, figures, JSON
+
+
+def fmt(d, interval=True):
+    """mean ± std (t …; 95% […]) of harness.paired's tuple; without the interval where `interval` is False."""
     mean, std, t, half = d
+    if not interval:
+        return f"{mean:+.4f} ± {std:.4f}"
     return f"{mean:+.4f} ± {std:.4f} (t {t:+.1f}; 95% [{mean - half:+.4f}, {mean + half:+.4f}])"
 
 
-def epochs(args, corpus, mult):
-    """Passes over the training split that a run of this length reads (tokens read ÷ train.bin's tokens), or None
-    where train.bin is not here."""
-    path = os.path.join(args.data_dirs.get(corpus, os.path.join(HERE, "data", corpus)), "train.bin")
+def grid_lines(p, results, title):
+    lines = ["", f"Learning-rate grids, tuning seed {p['tune_seed']}: {title}", ""]
+    for name, arms in results.items():
+        for arm, r in arms.items():
+            if r["grid"]:
+                lines.append(f"- {(name + ' ') if name else ''}{arm}: " + ", ".join(
+                    f"{lr:g} → {v:.4f}" for lr, v in sorted(r["grid"].items())))
+    return lines
+
+
+def seeds_note(p):
+    n = len(p["seeds"])
+    among = (f"the tuning seed {p['tune_seed']} is among them, as this study was made" if p["tune_seed"] in p["seeds"]
+             else f"the tuning seed {p['tune_seed']} is not among them")
+    return (f"±: the sample standard deviation over the n = {n} reported seeds {p['seeds']} ({among}); t: the paired t "
+            f"(df {n - 1}); 95%: the paired t-interval, mean ± t(0.975, {n - 1})·std/√{n}.")
+
+
+def report_sweep(p, results, out):
+    """Val at equal steps and at equal wall-clock (the fastest run's time from steady stepping), per arm at its best
+    rate, and Δ against the baseline (the first arm when it is absent) paired by seed."""
+    arms = results[""]
+    budget = min(H.steady(s)[-1][1] for r in arms.values() for s in r["runs"].values())
+    ref = BASELINE if BASELINE in arms else next(iter(arms))
+    rows = []
+    for arm, r in arms.items():
+        runs = r["runs"]
+        steps = {sd: H.final_loss(s) for sd, s in runs.items()}
+        wall = {sd: H.at_wall(H.steady(s), budget, H.final_loss(s)) for sd, s in runs.items()}
+        base = arms[ref]["runs"]
+        rows.append({"arm": arm, "best_lr": r["best_lr"], "interior": r["interior"], "seeds": list(runs),
+                     "val_at_steps": H.mean_std(list(steps.values())), "val_at_wall": H.mean_std(list(wall.values())),
+                     "ms_per_iter": statistics.median(s["ms_per_iter"] for s in runs.values()),
+                     "diff_at_steps": H.paired([steps[sd] - H.final_loss(base[sd]) for sd in runs]),
+                     "diff_at_wall": H.paired([wall[sd] - H.at_wall(H.steady(base[sd]), budget,
+                                                                    H.final_loss(base[sd])) for sd in runs])})
+    where = "the whole validation split" if p["full_eval"] else "the last evaluation's batches"
+    lines = [f"val loss after {p['max_iters']} iterations (equal steps, on {where}) and after {budget:.0f} s (equal "
+             f"wall-clock from steady stepping: the fastest run's time, batch estimates interpolated), mean ± std at "
+             f"each arm's best learning rate (`*`: the best is at the grid's edge); Δ: the difference to {ref} within "
+             f"each seed; bits = nats / ln 2 per token", "",
+             "| arm | best lr | val loss, equal steps | bits | Δ, equal steps | val loss, equal wall-clock | Δ, equal "
+             "wall-clock | ms/iter |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        (s, sd), (w, wd) = r["val_at_steps"], r["val_at_wall"]
+        lines.append(f"| {r['arm']} | {r['best_lr']:g}{'' if r['interior'] else '*'} | {s:.4f} ± {sd:.4f} | "
+                     f"{s / math.log(2):.4f} | {fmt(r['diff_at_steps'], False)} | {w:.4f} ± {wd:.4f} | "
+                     f"{fmt(r['diff_at_wall'], False)} | {r['ms_per_iter']:.1f} |")
+    lines += ["", seeds_note(p)] + grid_lines(p, results, f"val loss after {p['max_iters']} iterations")
+    H.write_text(os.path.join(out, "sweep.md"), lines)
+    fig, axes = H.figure(2, 6, 4.5)
+    for arm, r in arms.items():
+        runs = [H.steady(s) for s in r["runs"].values()]
+        n = min(len(e) for e in runs)
+        for ax, col in zip(axes, (0, 1)):
+            ax.plot([statistics.mean(e[i][col] for e in runs) for i in range(n)],
+                    [statistics.mean(e[i][2] for e in runs) for i in range(n)], marker=".",
+                    label=f"{arm} (lr {r['best_lr']:g})")
+    low = min(r["val_at_steps"][0] for r in rows)
+    for ax, label in zip(axes, ("iteration", "wall-clock seconds")):
+        ax.set(ylim=(low - 0.05, low + 0.5), xlabel=label, ylabel="val loss (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[1].axvline(budget, color="gray", ls=":")
+    H.save_figure(fig, os.path.join(out, "sweep.png"))
+    H.write_json(os.path.join(out, "sweep.json"), {"settings": p, "budget_s": budget, "rows": rows,
+                                                   "runs": jsonable(results)})
+    return rows
+
+
+VIEWS = {"steps": "equal steps", "eager": "equal eager time", "compiled": "equal compiled cost"}
+
+
+def report_ladder(p, results, out):
+    """Per size and arm: best rate, val at equal steps, Δ ± std paired by seed in the three views; heads with κ > 0;
+    the longer size's Δ at every evaluation; the grids."""
+    ratios = {}
+    for i, size in enumerate(p["sizes"]):
+        if p["cost_ratios"]:
+            ratios[size] = p["cost_ratios"][i]
+            continue
+        spec, context = H.bench_setup(p["base"])
+        ms = H.compiled_ms(os.path.abspath(os.path.join(p["out"], "bench", f"{size}.json")),
+                           [f"euclidean:smear=True:{spec}", f"hyperbolic:prev_token:tangent:smear=False:{spec}"],
+                           size, p["head_size"], context, p["device"], p["bench_rounds"], bool(p["rebuild"]))
+        ratios[size] = ms[1] / ms[0]
+    rows = []
+    for size in p["sizes"]:
+        base = results[size][BASELINE]["runs"]
+        for arm, r in results[size].items():
+            row = {"size": size, "params": H.non_embedding_params(*H.parse_size(size)), "arm": arm,
+                   "iters": next(c["iters"] for c in cells(p) if c["name"] == size), "best_lr": r["best_lr"],
+                   "interior": r["interior"], "val": H.mean_std([H.final_loss(s) for s in r["runs"].values()]),
+                   "ratio": ratios[size], "ms_per_iter": statistics.median(s["ms_per_iter"] for s in r["runs"].values())}
+            row.update({v: H.mean_std([H.delta(r["runs"][sd], base[sd], v, ratios[size]) for sd in p["seeds"]])
+                        for v in VIEWS})
+            if arm.startswith("free"):
+                row["positive_heads"] = [H.positive_heads(s["kappa"]) for s in r["runs"].values()]
+            rows.append(row)
+    length = {}
+    if p["length_size"]:
+        runs = results[f"{p['length_size']}-long"]
+        first = runs[BASELINE]["runs"][p["seeds"][0]]["evals"]
+        length = {arm: [(it, *H.mean_std([r["runs"][sd]["evals"][i][2] - runs[BASELINE]["runs"][sd]["evals"][i][2]
+                                          for sd in p["seeds"]])) for i, (it, _, _) in enumerate(first)]
+                  for arm, r in runs.items() if arm != BASELINE}
+    f2 = lambda ms: f"{ms[0]:+.4f} ± {ms[1]:.4f}"  # noqa: E731
+    lines = [f"Δ = val loss(arm) − val loss({BASELINE}), paired by seed over seeds {p['seeds']}, mean ± std; "
+             f"each arm at its best learning rate of the grid (`*`: the best stayed at the grid's edge after "
+             f"{p['max_extend']} extensions); compiled ratio = compiled ms/iter curved ÷ baseline at that size.", "",
+             "| size | non-emb. params | iters | arm | best lr | val loss, equal steps | Δ equal steps | "
+             "Δ equal eager time | compiled ratio | Δ equal compiled cost | ms/iter (eager) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['size']} | {r['params']:,} | {r['iters']} | {r['arm']} | {r['best_lr']:g}"
+                     f"{'' if r['interior'] else '*'} | {r['val'][0]:.4f} ± {r['val'][1]:.4f} | "
+                     + ("– | – | – | – |" if r["arm"] == BASELINE else
+                        f"{f2(r['steps'])} | {f2(r['eager'])} | {r['ratio']:.2f} | {f2(r['compiled'])} |")
+                     + f" {r['ms_per_iter']:.1f} |")
+    free = [r for r in rows if "positive_heads" in r]
+    if free:
+        lines += ["", "free-prev-tangent: heads with κ > 0 at the end, per block (one list per seed)", ""]
+        lines += [f"- {r['size']}: {r['positive_heads']} of {H.parse_size(r['size'])[1] // p['head_size']} heads "
+                  f"per block" for r in free]
+    if length:
+        lines += ["", f"Length: {p['length_size']} at {p['length_mult']}× its iterations, Δ at each evaluation", "",
+                  "| iter | " + " | ".join(length) + " |", "|---|" + "---|" * len(length)]
+        for i, point in enumerate(next(iter(length.values()))):
+            lines.append(f"| {point[0]} | " + " | ".join(f2(c[i][1:]) for c in length.values()) + " |")
+    lines += grid_lines(p, {k: v for k, v in results.items() if not k.endswith("-long")}, "val loss after the run")
+    H.write_text(os.path.join(out, "ladder.md"), lines)
+    arms = [a for a in dict.fromkeys(r["arm"] for r in rows) if a != BASELINE]
+    fig, axes = H.figure(len(arms), 4.5, 4, sharey=True)
+    for ax, arm in zip(axes, arms):
+        mine = [r for r in rows if r["arm"] == arm]
+        for view, label in VIEWS.items():
+            ax.errorbar([r["params"] for r in mine], [r[view][0] for r in mine], yerr=[r[view][1] for r in mine],
+                        marker="o", capsize=3, label=label)
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.minorticks_off()  # the sizes label the axis; log minor labels would overlap them
+        ax.set_xticks([r["params"] for r in mine], [f"{r['size']}\n{r['params']:,}" for r in mine], fontsize=8)
+        ax.set(title=f"{arm} − {BASELINE}", xlabel="non-embedding parameters")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Δ val loss (< 0: the arm is ahead)")
+    axes[0].legend(fontsize=8)
+    H.save_figure(fig, os.path.join(out, "ladder.png"))
+    if length:
+        fig, (ax,) = H.figure(1, 6, 4)
+        for arm, curve in length.items():
+            xs, ys, sd = zip(*curve)
+            ax.plot(xs, ys, marker=".", label=f"{arm} − {BASELINE}")
+            ax.fill_between(xs, [y - s for y, s in zip(ys, sd)], [y + s for y, s in zip(ys, sd)], alpha=0.2)
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set(xlabel=f"iteration ({p['length_size']}, {p['length_mult']}× budget)",
+               ylabel="Δ val loss, mean ± std over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        H.save_figure(fig, os.path.join(out, "ladder_length.png"))
+    H.write_json(os.path.join(out, "ladder.json"), {"settings": p, "rows": rows, "length": length,
+                                                    "runs": jsonable(results)})
+    return rows
+
+
+def report_end(p, results, out):
+    """Per block and arm: best rate, the reported loss, Δ at equal steps and at equal compiled cost paired by seed
+    with its 95% t-interval; epochs, recipes, what is evaluated; heads with κ > 0; the grids; the figure."""
+    done = [c for c in cells(p) if c["name"] in results]
+    ratios, rows = {}, []
+    for c in done:
+        key = (c["corpus"], c["size"])
+        if key not in ratios:
+            names = (BASELINE, "curved", "ngpt", "ngpt-adamw")
+            if p["cost_ratios"]:
+                ms = [1.0, p["cost_ratios"][0], p["cost_ratios"][1], p["cost_ratios"][1]]
+            else:
+                spec, context = H.bench_setup(c["config"])
+                ms = H.compiled_ms(os.path.abspath(os.path.join(p["out"], "bench", f"{c['corpus']}-{c['size']}.json")),
+                                   [f"{BENCH[k][0]}:{spec}:{BENCH[k][1]}" for k in names], c["size"], p["head_size"],
+                                   context, p["device"], p["bench_rounds"], bool(p["rebuild"]))
+            ratios[key] = dict(zip(names, ms))
+        arms = results[c["name"]]
+        base = arms[BASELINE]["runs"]
+        for arm, r in arms.items():
+            bench = arm if arm in BENCH else "curved"
+            row = {"corpus": c["corpus"], "size": c["size"], "mult": c["mult"], "iters": c["iters"], "arm": arm,
+                   "best_lr": r["best_lr"], "interior": r["interior"],
+                   "loss": H.mean_std([H.reported(r["runs"][sd]) for sd in p["seeds"]]),
+                   "ratio": ratios[key][bench] / ratios[key][BASELINE]}
+            if arm != BASELINE:
+                row["steps"] = H.paired([H.reported(r["runs"][sd]) - H.reported(base[sd]) for sd in p["seeds"]])
+                # the curves' change at equal compiled cost (read anchored at val), moved to the reported split's level
+                row["compiled"] = H.paired([H.delta(r["runs"][sd], base[sd], "compiled", row["ratio"])
+                                            - H.delta(r["runs"][sd], base[sd], "steps")
+                                            + H.reported(r["runs"][sd]) - H.reported(base[sd]) for sd in p["seeds"]])
+            if arm.startswith(("free", "hyp")):
+                row["positive_heads"] = [H.positive_heads(r["runs"][sd]["kappa"]) for sd in p["seeds"]]
+            rows.append(row)
+    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
+    lines = [f"Δ = loss(arm) − loss({BASELINE}) at the end of fully decayed runs, paired by seed. Each arm at its own "
+             f"best rate, chosen on val at the tuning seed (`*`: at the grid's edge). Evaluated: "
+             + "; ".join(evaluated(p, c) for c in corpora) + ". bits = nats / ln 2 per character (Shakespeare) or "
+             "byte (pycode). Epochs: passes over the training split" + (" (windows read in a shuffled order, none "
+             "twice before the epoch is through)" if p["sampler"] == "epoch" else "") + ". Compiled ratio: the arm's "
+             "block's compiled ms/iter ÷ the baseline's at that size.", "",
+             "| corpus | size | length | iters | epochs | arm | best lr | loss | bits | Δ equal steps | compiled ratio | "
+             "Δ equal compiled cost |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ep = epochs(p, r["corpus"], r["iters"])
+        lines.append(f"| {r['corpus']} | {r['size']} | {r['mult']}× | {r['iters']} | "
+                     f"{'–' if ep is None else f'{ep:.2f}'} | {r['arm']} | "
+                     f"{r['best_lr']:g}{'' if r['interior'] else '*'} | {r['loss'][0]:.4f} ± {r['loss'][1]:.4f} | "
+                     f"{r['loss'][0] / math.log(2):.4f} | "
+                     + ("– | – | – |" if r["arm"] == BASELINE else
+                        f"{fmt(r['steps'])} | {r['ratio']:.2f} | {fmt(r['compiled'])} |"))
+    lines += ["", seeds_note(p), "", "Recipes (schedules stretched to each run's length):", ""]
+    lines += [f"- {arm}: {recipe(p, done[0], arm)}" for arm in dict.fromkeys(r["arm"] for r in rows)]
+    curved = [r for r in rows if "positive_heads" in r]
+    if curved:
+        lines += ["", "Heads with κ > 0 at the end, per block (one list per reported seed)", ""]
+        lines += [f"- {r['corpus']} {r['size']} {r['mult']}× {r['arm']}: {r['positive_heads']} of "
+                  f"{H.parse_size(r['size'])[1] // p['head_size']}" for r in curved]
+    lines += grid_lines(p, {f"{c['corpus']} {c['size']} {c['mult']}×": results[c["name"]] for c in done},
+                        "final loss on the whole validation split")
+    H.write_text(os.path.join(out, "study.md"), lines)
+    fig, axes = H.figure(len(corpora), sharey=True)
+    arms = list(dict.fromkeys(r["arm"] for r in rows if r["arm"] != BASELINE))
+    for ax, corpus in zip(axes, corpora):
+        mine = [r for r in rows if r["corpus"] == corpus and r["arm"] != BASELINE]
+        for i, size in enumerate(dict.fromkeys(r["size"] for r in mine)):
+            for arm in dict.fromkeys(r["arm"] for r in mine):
+                pts = sorted((r["iters"], r["steps"][0], r["steps"][1]) for r in mine
+                             if r["size"] == size and r["arm"] == arm)
+                xs, ys, sd = zip(*pts)
+                ax.errorbar(xs, ys, yerr=sd, marker="os^D"[i % 4], capsize=3, color=f"C{arms.index(arm)}",
+                            ls=("-", "--", ":")[i % 3], label=f"{arm} ({size})")
+        ax.axhline(0, color="gray", lw=0.8)
+        ax.set_xscale("log")
+        ax.set(title=f"{corpus}: arm − {BASELINE}, equal steps", xlabel="training iterations (each run fully decayed)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("Δ final loss, whole split (< 0: ahead)")
+    H.save_figure(fig, os.path.join(out, "study.png"))
+    H.write_json(os.path.join(out, "study.json"), {"settings": p, "rows": rows, "runs": jsonable(results)})
+    return rows
+
+
+def epochs(p, corpus, iters):
+    """Passes over the training split that a run of this length reads, or None where train.bin is not here."""
+    path = os.path.join(p["data_dirs"].get(corpus, os.path.join(H.HERE, "data", corpus)), "train.bin")
     if not os.path.exists(path):
         return None
-    cfg = sweep.options_config([CORPORA[corpus], *args.extra])
-    return iterations(args, mult) * cfg["batch_size"] * cfg["block_size"] / (os.path.getsize(path) // 2)
+    cfg = H.options_config([p["corpora"][corpus], *p["extra"]])
+    return iters * cfg["batch_size"] * cfg["block_size"] / (os.path.getsize(path) // 2)
 
 
-def evaluated(args, corpus):
+def evaluated(p, corpus):
     """What a corpus's reported numbers evaluate: its test split where it has one, else val; with files and bytes."""
-    folder = args.data_dirs.get(corpus, os.path.join(HERE, "data", corpus))
+    from loader import read_meta
+    folder = p["data_dirs"].get(corpus, os.path.join(H.HERE, "data", corpus))
     split = "test" if os.path.exists(os.path.join(folder, "test.bin")) else "val"
     path = os.path.join(folder, f"{split}.bin")
     if not os.path.exists(path):
@@ -232,183 +608,71 @@ def evaluated(args, corpus):
     return f"{corpus}: the whole {split} split, {os.path.getsize(path) // 2:,} tokens{files}"
 
 
-def recipe(corpus, arm):
+def recipe(p, cell, arm):
     """How an arm trains, read off the options its runs resolve to: optimizer, warmup, decay, clipping."""
-    cfg = sweep.options_config([CORPORA[corpus], *sweep.schedule(1.0, 1000, 100), *dict(sweep.ARMS)[arm]])
+    cfg = H.options_config([cell["config"], *H.schedule(1.0, 1000, 100), *dict(H.ARMS)[arm]])
     optimizer = "Muon (matrices) + AdamW" if cfg["optimizer"] == "muon" else "AdamW"
     clip = f"{cfg['grad_clip']:g}" if cfg["grad_clip"] > 0 else "none"
     return (f"{optimizer} β ({cfg['beta1']:g}, {cfg['beta2']:g}), wd {cfg['weight_decay']:g}, warmup "
             f"{cfg['warmup_iters'] / 1000:.0%}, cosine to {cfg['min_lr'] / cfg['learning_rate']:g}·lr, clip {clip}")
 
 
-def write_markdown(args, rows, grids, path):
-    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
-    n = len(args.seeds)
-    lines = [f"Δ = loss(arm) − loss({BASELINE}) at the end of fully decayed runs, paired by seed over the reported seeds "
-             f"{args.seeds} (n = {n}; the tuning seed {args.tune_seed} is not among them). Each arm at its own best "
-             f"rate, chosen on val at the tuning seed (`*`: at the grid's edge). Evaluated: "
-             + "; ".join(evaluated(args, c) for c in corpora) + ". bits = nats / ln 2 per character (Shakespeare) or "
-             "byte (pycode). Epochs: passes over the training split (windows read in a shuffled order, none twice "
-             "before the epoch is through). Compiled ratio: the arm's block's compiled ms/iter ÷ the baseline's at "
-             "that size.", "",
-             "| corpus | size | length | iters | epochs | arm | best lr | loss | bits | Δ equal steps | compiled ratio | "
-             "Δ equal compiled cost |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+def report_graft(p, done, out):
+    """Val loss at step 0 and after fine-tuning, Δ against euclid paired by seed, κ and α per block and head."""
+    results, pre = done["runs"], done["pretrain"]
+    ref = {s: r["evals"][-1][2] for s, r in zip(p["seeds"], results["euclid"])}
+    rows = []
+    for name, runs in results.items():
+        finals = [r["evals"][-1][2] for r in runs]
+        rows.append({"arm": name, "val": H.mean_std(finals),
+                     "delta": H.mean_std([f - ref[s] for f, s in zip(finals, p["seeds"])]),
+                     "start": H.mean_std([r["evals"][0][2] for r in runs]),
+                     "kappa": H.per_head(runs, "curvature"), "share": H.per_head(runs, "share")})
+    what = (p["init_from"] if pre is None else f"the exported Euclidean CPU model (val loss {pre['evals'][-1][2]:.4f} "
+            f"after {p['pretrain_iters']} iterations)")
+    lines = [f"Fine-tuning {what} for {p['iters']} iterations at lr {p['lr']:g} (κ and α at × {p['graft_lr_mult']:g}), "
+             f"seeds {p['seeds']}; Δ: the difference to euclid within each seed, mean ± std. At step 0 every arm is "
+             f"the loaded model (the spread is the seeds' evaluation batches)", "",
+             "| arm | val loss at step 0 | val loss after fine-tuning | Δ vs euclid |", "|---|---|---|---|"]
+    lines += [f"| {r['arm']} | {r['start'][0]:.4f} ± {r['start'][1]:.4f} | {r['val'][0]:.4f} ± {r['val'][1]:.4f} | "
+              f"{r['delta'][0]:+.4f} ± {r['delta'][1]:.4f} |" for r in rows]
     for r in rows:
-        ep = epochs(args, r["corpus"], r["mult"])
-        lines.append(f"| {r['corpus']} | {r['size']} | {r['mult']}× | {iterations(args, r['mult'])} | "
-                     f"{'–' if ep is None else f'{ep:.2f}'} | {r['arm']} | "
-                     f"{r['best_lr']:g}{'' if r['interior'] else '*'} | {r['loss'][0]:.4f} ± {r['loss'][1]:.4f} | "
-                     f"{r['loss'][0] / math.log(2):.4f} | "
-                     + ("– | – | – |" if r["arm"] == BASELINE else
-                        f"{fmt(r['steps'])} | {r['ratio']:.2f} | {fmt(r['compiled'])} |"))
-    lines += ["", f"±: the sample standard deviation over the n = {n} reported seeds (of the loss, or of the paired Δ); "
-              f"t: the paired t (df {n - 1}); 95%: the paired t-interval, mean ± t(0.975, {n - 1})·std/√{n}.", "",
-              "Recipes (schedules stretched to each run's length):", ""]
-    lines += [f"- {arm}: {recipe(corpora[0], arm)}" for arm in dict.fromkeys(r["arm"] for r in rows)]
-    curved = [r for r in rows if "positive_heads" in r]
-    if curved:
-        lines += ["", "Heads with κ > 0 at the end, per block (one list per reported seed)", ""]
-        lines += [f"- {r['corpus']} {r['size']} {r['mult']}× {r['arm']}: {r['positive_heads']} of "
-                  f"{ladder.parse_size(r['size'])[1] // args.head_size}" for r in curved]
-    lines += ["", f"Learning-rate grids, tuning seed {args.tune_seed}: final loss on the whole validation split", ""]
-    for (corpus, size, mult, arm), grid in grids.items():
-        lines.append(f"- {corpus} {size} {mult}× {arm}: " + ", ".join(f"{lr:g} → {v:.4f}" for lr, v in sorted(
-            grid.items())))
-    text = "\n".join(lines) + "\n"
-    with open(path, "w") as f:
-        f.write(text)
-    print(text)
-
-
-def plot(args, rows, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    corpora = list(dict.fromkeys(r["corpus"] for r in rows))
-    fig, axes = plt.subplots(1, len(corpora), figsize=(5.5 * len(corpora), 4.2), sharey=True, squeeze=False)
-    for ax, corpus in zip(axes[0], corpora):
-        mine = [r for r in rows if r["corpus"] == corpus and r["arm"] != BASELINE]
-        arms = list(dict.fromkeys(r["arm"] for r in rows if r["arm"] != BASELINE))
-        for i, size in enumerate(dict.fromkeys(r["size"] for r in mine)):
-            for arm in dict.fromkeys(r["arm"] for r in mine):
-                pts = sorted((r["mult"], r["steps"][0], r["steps"][1]) for r in mine
-                             if r["size"] == size and r["arm"] == arm)
-                xs, ys, sd = zip(*pts)
-                ax.errorbar([iterations(args, m) for m in xs], ys, yerr=sd, marker="os^D"[i % 4], capsize=3,
-                            color=f"C{arms.index(arm)}", ls=("-", "--", ":")[i % 3], label=f"{arm} ({size})")
-        ax.axhline(0, color="gray", lw=0.8)
-        ax.set_xscale("log")
-        ax.set_title(f"{corpus}: arm − {BASELINE}, equal steps")
-        ax.set_xlabel("training iterations (each run fully decayed)")
+        for key, name in (("kappa", "κ"), ("share", "α")):
+            if r[key]:
+                n = len(next(iter(r[key].values())))
+                lines += ["", f"{r['arm']}: {name} per block (rows) and head (columns) after fine-tuning, mean over "
+                              f"seeds", "", "| block | " + " | ".join(f"head {h}" for h in range(n)) + " |",
+                          "|---|" + "---|" * n]
+                lines += [f"| {b} | " + " | ".join(f"{v:+.4f}" for v in vals) + " |" for b, vals in r[key].items()]
+    H.write_text(os.path.join(out, "graft.md"), lines)
+    fig, axes = H.figure(2, 6, 4.5)
+    base = results["euclid"]
+    for name, runs in results.items():
+        n = min(len(r["evals"]) for r in runs + base)
+        xs = [runs[0]["evals"][i][0] for i in range(n)]
+        axes[0].plot(xs, [statistics.mean(r["evals"][i][2] for r in runs) for i in range(n)], marker=".", label=name)
+        stats = [H.mean_std([r["evals"][i][2] - b["evals"][i][2] for r, b in zip(runs, base)]) for i in range(n)]
+        axes[1].plot(xs, [m for m, _ in stats], marker=".", label=f"{name} − euclid")
+        axes[1].fill_between(xs, [m - s for m, s in stats], [m + s for m, s in stats], alpha=0.2)
+    axes[0].set_ylabel(f"val loss (mean over seeds {p['seeds']})")
+    axes[1].set_ylabel("Δ val loss, paired by seed (mean ± std)")
+    for ax in axes:
+        ax.set_xlabel("fine-tuning iteration")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("Δ final val loss, whole split (< 0: ahead)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-# ----------------------------------------------------------------------------- the command line
-
-
-def parse(argv):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="out-study")
-    p.add_argument("--blocks", nargs="+", default=None,
-                   help="CORPUS:SIZE:MULT[:ARM,ARM], e.g. pycode:2x64:16:euclid+smear,free-prev-tangent (default: "
-                        "all, each with --arms)")
-    p.add_argument("--arms", nargs="+", default=ARMS, help=f"including {BASELINE}")
-    p.add_argument("--iters", type=int, default=600, help="the 1× length in iterations")
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2], help="a block's first coarse grid")
-    p.add_argument("--max_extend", type=int, default=4, help="grid extensions allowed past each edge")
-    p.add_argument("--tune_seed", type=int, default=1337, help="the seed that tunes every rate (never reported)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="the reported seeds, at each best rate")
-    p.add_argument("--evals", type=int, default=12, help="evaluations per run (the curves; the result is the last)")
-    p.add_argument("--head_size", type=int, default=32)
-    p.add_argument("--data_dirs", nargs="*", default=[], help="CORPUS=DIR: a corpus's data elsewhere than data/")
-    p.add_argument("--cost_ratios", type=float, nargs=2, default=None, metavar=("CURVED", "NGPT"),
-                   help="compiled cost ratios instead of measuring them (one pair for every size)")
-    p.add_argument("--bench_rounds", type=int, default=7)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--quick", action="store_true", help="tiny blocks and a few iterations, for CI")
-    sweep.add_reuse_argument(p)
-    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py overrides for every run")
-    args = p.parse_args(argv)
-    args.lrs = sorted(set(args.lrs))
-    own = [a for a in args.extra if a.split("=")[0] in p._option_string_actions]
-    if own:
-        sys.exit(f"error: {own[0]} came after --extra, which passes everything after it to train.py: put --extra last")
-    if args.tune_seed in args.seeds:
-        sys.exit(f"error: the tuning seed {args.tune_seed} is among the reported --seeds {args.seeds}: a seed that "
-                 f"chose the rate flatters it; report other seeds")
-    if args.quick:
-        args.iters, args.head_size, args.seeds, args.evals, args.bench_rounds = 8, 16, args.seeds[:2], 2, 2
-    parsed = [parse_block(b) for b in args.blocks] if args.blocks is not None else \
-        [(b, None) for b in (QUICK_BLOCKS if args.quick else BLOCKS)]
-    args.blocks = [block for block, _ in parsed]
-    args.block_arms = {block: arms or [a for a in args.arms if a not in SKIP.get(block, ())] for block, arms in parsed}
-    for corpus, size, _ in args.blocks:
-        ladder.size_options(args, size)
-    for arms in [args.arms, *args.block_arms.values()]:
-        unknown = set(arms) - set(dict(sweep.ARMS)) | ({BASELINE} - set(arms))
-        if unknown:
-            sys.exit(f"error: arms {sorted(unknown)}: choose from {[a for a, _ in sweep.ARMS]}, including {BASELINE}")
-    dirs = dict(d.split("=", 1) for d in args.data_dirs if "=" in d)
-    if len(dirs) != len(args.data_dirs) or set(dirs) - set(CORPORA):
-        sys.exit(f"error: --data_dirs takes CORPUS=DIR with CORPUS one of {sorted(CORPORA)}")
-    args.data_dirs, args.walls = dirs, {}
-    return args
-
-
-def parse_block(text):
-    """CORPUS:SIZE:MULT[:ARM,ARM...] -> ((corpus, size, mult), arms or None: all of --arms)."""
-    corpus, size, mult, arms = (text.split(":", 3) + [None] * 3)[:4]
-    if corpus not in CORPORA or size is None or mult is None or not mult.isdigit():
-        sys.exit(f"error: a block is CORPUS:SIZE:MULT[:ARM,ARM] with CORPUS one of {sorted(CORPORA)}, e.g. "
-                 f"pycode:2x64:16:euclid+smear,free-prev-tangent; got {text!r}")
-    return (corpus, size, int(mult)), (arms.split(",") if arms else None)
-
-
-def main(argv=None):
-    """Run the blocks in order; after each, measure its size's compiled ratios (once per corpus and size) and write
-    the tables, the figure and the JSON for every block finished so far: each finished block is a result."""
-    args = parse(argv)
-    os.makedirs(args.out, exist_ok=True)
-    results, grids, best, ratios, done = {}, {}, {}, {}, []
-    for block in args.blocks:
-        corpus, size, mult = block
-        results[block] = {}
-        for arm in args.block_arms[block]:
-            shorter = [m for (c, s, m, a) in best if (c, s, a) == (corpus, size, arm) and m < mult]
-            previous = best[(corpus, size, max(shorter), arm)] if shorter else PRIOR.get((corpus, size), {}).get(arm)
-            r = tune(args, block, arm, previous)
-            results[block][arm], grids[(*block, arm)], best[(*block, arm)] = r, r["grid"], r["best_lr"]
-        if (corpus, size) not in ratios:
-            ratios[(corpus, size)] = compiled_ratios(args, size, corpus)
-        done.append(block)
-        rows = summarize(done, results, ratios, args.seeds)
-        write(args, rows, grids, results)
+        ax.legend()
+    H.save_figure(fig, os.path.join(out, "graft.png"))
+    H.write_json(os.path.join(out, "graft.json"), {"settings": p, "pretrain": pre, "rows": rows, "runs": results})
     return rows
 
 
-def write(args, rows, grids, results):
-    write_markdown(args, rows, grids, os.path.join(args.out, "study.md"))
-    plot(args, rows, os.path.join(args.out, "study.png"))
-    total = sum(args.walls.values())
-    with open(os.path.join(args.out, "study.json"), "w") as f:
-        settings = {k: v for k, v in vars(args).items() if k not in ("walls", "block_arms")}
-        settings["block_arms"] = {" ".join(map(str, b)): arms for b, arms in args.block_arms.items()}
-        json.dump({"settings": settings, "hours": total / 3600,
-                   "rows": rows,
-                   "grids": {" ".join(map(str, k)): {str(lr): v for lr, v in g.items()} for k, g in grids.items()},
-                   "runs": {" ".join(map(str, b)): {a: {str(sd): s for sd, s in r["runs"].items()}
-                                                   for a, r in arms.items()} for b, arms in results.items()}},
-                  f, indent=1)
-    print(f"wrote {args.out}/study.md, study.json, study.png ({len(args.walls)} runs, {total / 3600:.2f} h of "
-          f"training wall-clock)", flush=True)
+def jsonable(results):
+    """results with string keys (JSON's): {cell: {arm: {grid: {lr: loss}, best_lr, interior, runs: {seed: …}}}}."""
+    return {c: {a: {"grid": {str(lr): v for lr, v in r["grid"].items()}, "best_lr": r["best_lr"],
+                    "interior": r["interior"], "runs": {str(sd): s for sd, s in r["runs"].items()}}
+                for a, r in arms.items()} for c, arms in results.items()}
 
+
+REPORTS = {"sweep": report_sweep, "ladder": report_ladder, "end": report_end, "graft": report_graft}
 
 if __name__ == "__main__":
     main()

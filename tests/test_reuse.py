@@ -1,5 +1,5 @@
-"""Nothing stale, nothing silently wrong: what a resumed experiment reuses (sweep.finished's rule, ladder's timing,
-graft's pretrain), the tuner's grids by hand, one equal-time rule for sweep and ladder, and what export refuses."""
+"""Nothing stale, nothing silently wrong: what a resumed experiment reuses (harness.finished's rule, the compiled
+timings), the tuner's grids by hand, one equal-time rule, and what export refuses."""
 import dataclasses
 import json
 import math
@@ -8,9 +8,8 @@ import os
 import pytest
 import torch
 
-import ladder
+import harness as H
 import pretrained
-import sweep
 from conftest import ROOT, fake_bench_run
 from model import GPT, GPTConfig
 from runtime import RunError
@@ -19,7 +18,7 @@ TINY = ["--n_layer=1", "--n_embd=16", "--n_head=2", "--block_size=16", "--batch_
         "--log_interval=2", "--max_iters=4", "--eval_interval=2", "--curvature=euclidean"]
 
 
-# ----------------------------------------------------------------------------- sweep.finished: the reuse rule
+# ----------------------------------------------------------------------------- harness.finished: the reuse rule
 
 
 @pytest.fixture
@@ -33,8 +32,8 @@ def config_pair(tmp_path):
 
 def test_config_files_follow_the_siblings_a_config_names(config_pair):
     child, base = config_pair
-    assert sweep.config_files([str(child), "--seed=1"]) == [str(child), str(base)]
-    modern = sweep.config_files(["config/train_shakespeare_char_modern_euclid.py"])
+    assert H.config_files([str(child), "--seed=1"]) == [str(child), str(base)]
+    modern = H.config_files(["config/train_shakespeare_char_modern_euclid.py"])
     assert [os.path.basename(p) for p in modern] == ["train_shakespeare_char_modern_euclid.py",
                                                      "train_shakespeare_char_modern.py",
                                                      "train_shakespeare_char_cpu.py"]
@@ -45,13 +44,13 @@ def test_a_run_whose_config_file_changed_is_trained_again_and_a_code_change_stop
     child, base = config_pair
     options = [str(child), *TINY, f"--data_dir={char_data}"]
     out = str(tmp_path / "run")
-    first = sweep.train_run(out, options, "first")
+    first = H.train_run(out, options, "first")
     assert first["fingerprint"]["config"] and first["fingerprint"]["data"]
     capsys.readouterr()
-    assert sweep.train_run(out, options, "again") == first  # nothing changed: reused
+    assert H.train_run(out, options, "again") == first  # nothing changed: reused
     assert "===" not in capsys.readouterr().out
     base.write_text("learning_rate = 1e-3\n")  # the sibling, not the file the command line names
-    again = sweep.train_run(out, options, "after the edit")
+    again = H.train_run(out, options, "after the edit")
     printed = capsys.readouterr().out
     assert "base_cfg.py" in printed and "=== after the edit" in printed
     assert again["evals"][-1][2] != first["evals"][-1][2]  # another rate, another run
@@ -62,9 +61,9 @@ def test_a_run_whose_config_file_changed_is_trained_again_and_a_code_change_stop
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(saved, f)
     with pytest.raises(SystemExit, match=r"trained by other code \(model.py\).*--on_code_change"):
-        sweep.finished(out, options)
-    assert sweep.finished(out, options, on_code_change="reuse")["evals"] == saved["evals"]
-    assert sweep.finished(out, options, on_code_change="retrain") is None
+        H.finished(out, options)
+    assert H.finished(out, options, on_code_change="reuse")["evals"] == saved["evals"]
+    assert H.finished(out, options, on_code_change="retrain") is None
 
 
 def test_a_config_edit_that_leaves_the_runs_options_alone_reuses_and_a_moved_default_trains_again(
@@ -73,29 +72,29 @@ def test_a_config_edit_that_leaves_the_runs_options_alone_reuses_and_a_moved_def
     child, base = config_pair
     options = [str(child), *TINY, f"--data_dir={char_data}"]  # TINY: curvature='euclidean', κ₀ never read
     out = str(tmp_path / "run")
-    first = sweep.train_run(out, options, "first")
+    first = H.train_run(out, options, "first")
     assert first["fingerprint"]["resolved"]
     base.write_text("learning_rate = 3e-3\ncurvature_init = -0.3\nwandb_run_name = 'renamed'\n")
-    assert sweep.finished(out, options) == first  # the file changed, the options this run resolves to did not
+    assert H.finished(out, options) == first  # the file changed, the options this run resolves to did not
     # a summary recorded before resolved options were falls back to the file contents: trained again
     with open(os.path.join(out, "summary.json")) as f:
         saved = json.load(f)
     del saved["fingerprint"]["resolved"]
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(saved, f)
-    assert sweep.finished(out, options) is None
+    assert H.finished(out, options) is None
     saved["fingerprint"]["resolved"] = first["fingerprint"]["resolved"]
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(saved, f)
-    assert sweep.finished(out, options) is not None
+    assert H.finished(out, options) is not None
     # a default the run relies on moved (train.py changed): trained again, whatever the code-change policy
     monkeypatch.setitem(train.DEFAULTS, "weight_decay", train.DEFAULTS["weight_decay"] / 2)
-    assert sweep.finished(out, options, on_code_change="reuse") is None
+    assert H.finished(out, options, on_code_change="reuse") is None
     # κ₀ is an option of a model that learns κ
     monkeypatch.undo()
     curved = [str(child), *TINY, "--curvature=free", f"--data_dir={char_data}"]
-    assert sweep.resolved(curved) != sweep.resolved([*curved, "--curvature_init=0.1"])
-    assert sweep.resolved(options) == sweep.resolved([*options, "--curvature_init=0.1", "--out_dir=elsewhere"])
+    assert H.resolved(curved) != H.resolved([*curved, "--curvature_init=0.1"])
+    assert H.resolved(options) == H.resolved([*options, "--curvature_init=0.1", "--out_dir=elsewhere"])
 
 
 def test_changed_data_is_trained_again_and_a_summary_without_fingerprint_is_not_trusted(char_data, tmp_path,
@@ -106,22 +105,22 @@ def test_changed_data_is_trained_again_and_a_summary_without_fingerprint_is_not_
         (data / f).write_bytes((char_data / f).read_bytes())
     options = [*TINY, f"--data_dir={data}"]
     out = str(tmp_path / "run")
-    summary = sweep.train_run(out, options, "first")
-    assert sweep.finished(out, options) == summary
+    summary = H.train_run(out, options, "first")
+    assert H.finished(out, options) == summary
     val = (data / "val.bin").read_bytes()
     (data / "val.bin").write_bytes(val[2:] + val[:2])  # the same size, other text
-    assert sweep.finished(out, options) is None and "val.bin" in capsys.readouterr().out
+    assert H.finished(out, options) is None and "val.bin" in capsys.readouterr().out
     del summary["fingerprint"]  # a summary written before fingerprints were recorded
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump(summary, f)
     with pytest.raises(SystemExit, match="predates recorded fingerprints"):
-        sweep.finished(out, options)
+        H.finished(out, options)
 
 
 def test_the_data_directory_comes_from_the_command_line_or_the_config_files(tmp_path):
-    assert sweep.data_dir(["config/train_shakespeare_char_cpu.py"]) == os.path.join(ROOT, "data", "shakespeare_char")
-    assert sweep.data_dir(["config/train_fineweb.py"]) == os.path.join(ROOT, "data", "fineweb")
-    assert sweep.data_dir(["config/train_fineweb.py", f"--data_dir={tmp_path}"]) == str(tmp_path)
+    assert H.data_dir(["config/train_shakespeare_char_cpu.py"]) == os.path.join(ROOT, "data", "shakespeare_char")
+    assert H.data_dir(["config/train_fineweb.py"]) == os.path.join(ROOT, "data", "fineweb")
+    assert H.data_dir(["config/train_fineweb.py", f"--data_dir={tmp_path}"]) == str(tmp_path)
 
 
 # ----------------------------------------------------------------------------- the tuner, by hand
@@ -134,13 +133,13 @@ def loss_of(lr):
 
 def test_the_tuner_extends_an_edge_best_then_bisects_until_its_neighbours_are_within_root_two():
     tried = []
-    grid = sweep.tune(lambda lr: tried.append(lr) or loss_of(lr), [3e-3, 1e-2, 3e-2], max_extend=2)
+    grid = H.tune(lambda lr: tried.append(lr) or loss_of(lr), [3e-3, 1e-2, 3e-2], max_extend=2)
     # by hand: 0.003 wins the grid at its edge → one √10 step below, 0.00095 (two digits). 0.003 is now interior;
     # its lower neighbour is 3.2× away → the geometric mean √(0.003·0.00095) = 0.00169, then √(0.003·0.00169) =
     # 0.00225 (1.33× away: close enough); the upper, 0.01, is 3.3× away → √(0.003·0.01) = 0.00548, which wins; its
     # neighbours 0.003 (1.83×) → 0.00405, and 0.01 (1.82×) → 0.0074; both now within √2.
     assert tried == [3e-3, 1e-2, 3e-2, 0.00095, 0.00169, 0.00225, 0.00548, 0.00405, 0.0074]
-    best, interior = sweep.best_rate(grid)
+    best, interior = H.best_rate(grid)
     assert best == 0.00548 and interior
     lrs = sorted(grid)
     i = lrs.index(best)
@@ -151,19 +150,18 @@ def test_an_unsorted_grid_is_tuned_as_the_sorted_one_and_no_refine_runs_the_grid
     runs = {}
     for order in ([3e-3, 1e-2, 3e-2], [3e-2, 3e-3, 1e-2]):
         tried = []
-        sweep.tune(lambda lr: tried.append(lr) or loss_of(lr), order)
+        H.tune(lambda lr: tried.append(lr) or loss_of(lr), order)
         runs[tuple(order)] = tried
     assert len(set(map(tuple, runs.values()))) == 1
-    assert ladder.parse(["--lrs", "3e-2", "3e-3", "1e-2", "3e-3"]).lrs == [3e-3, 1e-2, 3e-2]
     tried = []
-    sweep.tune(lambda lr: tried.append(lr) or (lr - 1e-2) ** 2, [3e-3, 1e-2, 3e-2], refine=False)
+    H.tune(lambda lr: tried.append(lr) or (lr - 1e-2) ** 2, [3e-3, 1e-2, 3e-2], refine=False)
     assert tried == [3e-3, 1e-2, 3e-2]
 
 
 def test_refine_rate_by_hand():
-    assert sweep.refine_rate({1e-3: 2.0, 4e-3: 1.0, 1.6e-2: 3.0}) == 0.002  # √(0.004·0.001), lower side first
-    assert sweep.refine_rate({1e-3: 1.0, 4e-3: 2.0}) is None  # an edge best is the extension's job
-    assert sweep.refine_rate({1e-3: 2.0, 1.4e-3: 1.0, 1.9e-3: 3.0}) is None  # both within √2
+    assert H.refine_rate({1e-3: 2.0, 4e-3: 1.0, 1.6e-2: 3.0}) == 0.002  # √(0.004·0.001), lower side first
+    assert H.refine_rate({1e-3: 1.0, 4e-3: 2.0}) is None  # an edge best is the extension's job
+    assert H.refine_rate({1e-3: 2.0, 1.4e-3: 1.0, 1.9e-3: 3.0}) is None  # both within √2
 
 
 # ----------------------------------------------------------------------------- one equal-time rule
@@ -171,16 +169,16 @@ def test_refine_rate_by_hand():
 
 def test_equal_wall_clock_interpolates_and_starts_at_steady_stepping():
     evals = [(0, 0.0, 4.0), (10, 2.0, 3.0), (20, 4.0, 2.0)]
-    assert sweep.at_wall(evals, 3.0) == pytest.approx(2.5)  # halfway between the evaluations, not the earlier one
-    assert math.isnan(sweep.at_wall(evals, 5.0))
-    assert sweep.at_wall(evals, 3.0, final=1.9) == pytest.approx(1.9 + 2.5 - 2.0)  # anchored at the whole-split result
+    assert H.at_wall(evals, 3.0) == pytest.approx(2.5)  # halfway between the evaluations, not the earlier one
+    assert math.isnan(H.at_wall(evals, 5.0))
+    assert H.at_wall(evals, 3.0, final=1.9) == pytest.approx(1.9 + 2.5 - 2.0)  # anchored at the whole-split result
     summary = {"evals": [(0, 5.0, 4.0), (10, 7.0, 3.0)], "startup_s": 5.0}  # 5 s of compilation before the steps
-    assert sweep.steady(summary) == [(0, 0.0, 4.0), (10, 2.0, 3.0)]
-    assert sweep.final_loss({"evals": evals, "final": 1.9}) == 1.9 and sweep.final_loss({"evals": evals}) == 2.0
+    assert H.steady(summary) == [(0, 0.0, 4.0), (10, 2.0, 3.0)]
+    assert H.final_loss({"evals": evals, "final": 1.9}) == 1.9 and H.final_loss({"evals": evals}) == 2.0
 
 
 def test_startup_is_read_off_the_first_logged_steps(char_data, tmp_path):
-    summary = sweep.train_run(str(tmp_path / "run"), [*TINY, f"--data_dir={char_data}"], "run")
+    summary = H.train_run(str(tmp_path / "run"), [*TINY, f"--data_dir={char_data}"], "run")
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         first = next(r for r in map(json.loads, f) if "ms_per_iter" in r)
     assert summary["startup_s"] == pytest.approx(max(0.0, first["wall"] - first["iter"] * summary["ms_per_iter"] / 1000))
@@ -190,19 +188,21 @@ def test_startup_is_read_off_the_first_logged_steps(char_data, tmp_path):
 # ----------------------------------------------------------------------------- ladder's timing
 
 
-def test_a_ladder_rerun_with_another_head_size_or_base_retimes(tmp_path, monkeypatch):
+def test_a_timing_of_another_model_is_made_again_and_the_same_one_is_kept(tmp_path, monkeypatch):
     calls = []
-    fake_bench = fake_bench_run(calls)
-    monkeypatch.setattr(ladder.subprocess, "run", fake_bench)
-    out = str(tmp_path / "ladder")
-    ladder.compiled_ratio(ladder.parse(["--out", out, "--sizes", "2x64", "--length_size", ""]), "2x64")
-    ladder.compiled_ratio(ladder.parse(["--out", out, "--sizes", "2x64", "--length_size", ""]), "2x64")
+    monkeypatch.setattr(H.subprocess, "run", fake_bench_run(calls))
+    path = str(tmp_path / "bench" / "2x64.json")
+    spec, context = H.bench_setup("config/train_shakespeare_char_modern.py")
+    configs = [f"euclidean:{spec}", f"hyperbolic:{spec}"]
+    assert H.compiled_ms(path, configs, "2x64", 32, context) == [8.0, 9.0]
+    H.compiled_ms(path, configs, "2x64", 32, context)
     assert len(calls) == 1  # the same model: the timing is kept
-    ladder.compiled_ratio(ladder.parse(["--out", out, "--sizes", "2x64", "--head_size", "16", "--length_size", ""]),
-                          "2x64")
+    H.compiled_ms(path, configs, "2x64", 16, context)
     assert len(calls) == 2 and calls[-1][calls[-1].index("--n_head") + 1] == "4"
-    ladder.compiled_ratio(ladder.parse(["--out", out, "--sizes", "2x64", "--head_size", "16", "--length_size", "",
-                                        "--base", "config/train_shakespeare_char_cpu.py"]), "2x64")
+    cpu_spec, cpu_context = H.bench_setup("config/train_shakespeare_char_cpu.py")  # another base: another model
+    H.compiled_ms(path, [f"euclidean:{cpu_spec}", f"hyperbolic:{cpu_spec}"], "2x64", 16, cpu_context)
+    assert len(calls) == 3 and calls[-1][calls[-1].index("--optimizer") + 1] == "muon"
+    H.compiled_ms(path, ["x"], "6x192", 32, context, rebuild=True)  # a rebuild reads the file as it is
     assert len(calls) == 3
 
 

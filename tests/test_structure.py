@@ -45,13 +45,16 @@ def imported_modules(name):
     ("bench", {"geometry", "model", "runtime", "generate"}),
     ("accuracy", {"geometry"}),
     ("analyze", {"geometry", "loader", "runtime"}),
-    ("sweep", {"train", "configurator"}),  # runs train.py in subprocesses; resolves their options with its defaults
-    ("ladder", {"sweep"}),  # sweep's runs and pairing, over model sizes
-    ("study", {"sweep", "ladder", "loader"}),  # the ladder's runs and timings, over lengths and corpora (loader: meta)
-    ("graft", {"sweep", "export", "runtime"}),  # sweep's runs, from an exported model
+    ("harness", {"train", "configurator"}),  # runs train.py in subprocesses; resolves their options with its defaults
+    ("study", {"harness", "configurator", "loader", "export", "runtime"}),  # the driver (loader: meta; the graft's
+    # export of its pretrain)
 ])
 def test_imports_point_one_way(name, allowed):
     assert imported_modules(name) <= allowed, imported_modules(name) - allowed
+
+
+def test_nothing_imports_the_driver():
+    assert not [name for name in OURS if "study" in imported_modules(name)]
 
 
 def test_our_modules_import_each_other_without_a_cycle():

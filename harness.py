@@ -1,24 +1,20 @@
 """
-A fair comparison in one command: every arm gets the same learning-rate grid and budget, each arm's rate is tuned
-until the best is interior with neighbours within √2, the best rate is rerun with more seeds, and the table
-reports val loss at equal steps and at equal wall-clock.
+The research harness's library: every piece a study needs, written once. study.py (the driver) runs a plan
+(plans/*.py) with these; nothing here knows a plan.
 
-    python sweep.py                                   # the modern-block experiment (docs/results.md)
-    python sweep.py --max_iters 300 --lrs 1e-2 3e-2 --seeds 1337 1 --out out-sweep-quick
+- a training run: `python train.py OPTIONS --out_dir=DIR` in a subprocess (`train_run`), fingerprinted (command line,
+  config files and the options they resolve to, code, data, declared inputs) so that a finished run is reused
+  when nothing it depended on changed (`finished`), and an interrupted one continues from its last checkpoint
+  (`resumable`) instead of starting again;
+- tuning a rate (`tune`): a grid, extended past an edge best, bisected until the best has tried neighbours within
+  √2 on both sides; `start_grid`: the √2 grid around a shorter run's best;
+- reading runs (`final_loss`, `reported`, `steady`, `read`, `delta`: the views of Δ), paired statistics (`mean_std`,
+  `paired`: mean, std, t and the 95% t-interval), κ summaries (`positive_heads`, `per_head`);
+- the compiled-cost helper (`compiled_ms`: bench.py --compile, the blocks alternating in one process, reused when
+  bench.py recorded the same arguments), and the writers (`write_text`, `write_json`, `figure`).
 
-Each run is `python train.py BASE --out_dir=OUT/ARM/lrLR-sSEED ...` in a subprocess, one at a time (wall-clock is
-only comparable between runs that did not share the machine). Its result is its loss on the whole validation
-split (train.py --eval_full=True): the same text for every arm and seed. Tuning (`tune`, at the first seed): the
-grid --lrs, extended past an edge best by its own ratio (--max_extend times at most), then bisected in log space
-until the best has tried neighbours within √2 on both sides (--no-refine: the grid only).
-
-A finished run (its summary.json, written when the run ends) is reused on a rerun when nothing it depended on
-changed (`finished`: command line, config files, data, code), so an interrupted sweep continues where it stopped.
-Writes OUT/sweep.json, OUT/sweep.md (the tables) and OUT/sweep.png (val loss against iteration and against
-wall-clock, mean over seeds at each arm's best rate). ladder.py runs these arms over model sizes with the same
-helpers.
+docs/results.md (Studies: how the harness tunes, evaluates and reuses) has the rules in prose.
 """
-import argparse
 import glob
 import hashlib
 import json
@@ -53,8 +49,9 @@ ARMS = [  # (name, overrides): the modern block, the same optimizer for all; sme
                     "--beta1=0.9", "--beta2=0.95", "--weight_decay=0.0", "--grad_clip=1.0", "--warmup_iters=0",
                     "--min_lr=0.0"]),
 ]
-DEFAULT_ARMS = ["euclid", "euclid+smear", "zero-prev-tangent", "hyp-prev-tangent", "hyp-prev-tangent+smear"]
 
+
+# ----------------------------------------------------------------------------- a training run and its fingerprint
 
 def records(out_dir):
     with open(os.path.join(out_dir, "metrics.jsonl")) as f:
@@ -125,17 +122,18 @@ def data_dir(options):
 NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run_name", "log_interval", "peak_flops")
 # the digest recorded before NOT_COMPUTED grew kept these keys; such a record is compared by the old rule
 OLD_NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run_name")
-# options added after runs were recorded, each with the value that reproduces what the code did before it existed:
-# at that value the option is left out, so a finished run stays valid when a new option appears
-LEGACY = {"sampler": "random"}
+# options a record may lack, each with the value its run had: options added after runs were recorded, at the value
+# that reproduces the code before them (sampler), and always_save_checkpoint, which the yardstick's first records
+# left out (they were written by a sweep whose NOT_COMPUTED briefly held it; every one ran at the default, True)
+LEGACY = {"sampler": "random", "always_save_checkpoint": True}
+ADDED = ("sampler",)  # the LEGACY options that postdate the old rule's hashes
 
 
 def resolved_options(cfg, drop=NOT_COMPUTED):
-    """The options of a resolved config that can change what a run computes: all but `drop`, κ's initial value in a
-    model whose κ is not learned or fixed (curvature 'euclidean' or 'zero' never reads it), and any LEGACY option at
-    the value that reproduces the code before it."""
+    """The options of a resolved config that can change what a run computes: all but `drop` and κ's initial value in
+    a model whose κ is not learned or fixed (curvature 'euclidean' or 'zero' never reads it)."""
     drop = set(drop) | ({"curvature_init"} if cfg.get("curvature") in ("euclidean", "zero") else set())
-    return {k: v for k, v in cfg.items() if k not in drop and not (k in LEGACY and v == LEGACY[k])}
+    return {k: v for k, v in cfg.items() if k not in drop}
 
 
 def _hash(options):
@@ -144,22 +142,27 @@ def _hash(options):
 
 def resolved(options):
     """{"options": the resolved options (resolved_options), "legacy": their hash by the rule before NOT_COMPUTED grew,
-    what older records hold}; None when the options do not resolve: train.py will say why."""
+    what older records hold (without the options ADDED since, at their LEGACY value)}; None when the options do not
+    resolve: train.py will say why."""
     from configurator import ConfigError
     try:
         cfg = options_config(options)
     except ConfigError:
         return None
-    return {"options": resolved_options(cfg), "legacy": _hash(resolved_options(cfg, OLD_NOT_COMPUTED))}
+    old = {k: v for k, v in resolved_options(cfg, OLD_NOT_COMPUTED).items() if not (k in ADDED and v == LEGACY[k])}
+    return {"options": resolved_options(cfg), "legacy": _hash(old)}
 
 
 def same_options(old, new):
     """Whether a recorded run resolved to the options `new` (resolved()) resolves to: compared as dicts where the
-    record has them, by the old rule's hash where it has only that (a record before this rule)."""
+    record has them (an option the record lacks matches at its LEGACY value), by the old rule's hash where it has
+    only that (a record before this rule)."""
     if new is None:
         return False
     if isinstance(old, dict):
-        return old["options"] == new["options"]
+        missing = object()
+        return (set(old["options"]) <= set(new["options"]) and
+                all(old["options"].get(k, LEGACY.get(k, missing)) == v for k, v in new["options"].items()))
     return old == new["legacy"]
 
 
@@ -224,19 +227,49 @@ def finished(out_dir, options, inputs=None, on_code_change="stop"):
     return summary
 
 
+def resumable(out_dir, options, inputs=None, on_code_change="stop"):
+    """Whether an interrupted run of these options in out_dir may continue from its checkpoint: it started with the
+    same command line, and what it depended on then (start.json: its fingerprint at the start) is unchanged, or
+    differs in code alone and on_code_change is 'reuse'. train.py then resumes it exactly (init_from='resume')."""
+    start = os.path.join(out_dir, "start.json")
+    if not (os.path.exists(start) and os.path.exists(os.path.join(out_dir, "ckpt.pt"))):
+        return False
+    with open(start) as f:
+        began = json.load(f)
+    if began["options"] != list(options):
+        return False
+    diff = changes(began["fingerprint"], fingerprint(options, inputs))
+    return not diff or (set(diff) == {"code"} and on_code_change == "reuse")
+
+
+def read_summary(out_dir):
+    """A finished run's summary.json as it is (no fingerprint check): what a rebuild of committed tables reads."""
+    path = os.path.join(out_dir, "summary.json")
+    if not os.path.exists(path):
+        sys.exit(f"error: {path} is missing: a rebuild reads finished runs only (run the plan without --rebuild)")
+    with open(path) as f:
+        return json.load(f)
+
+
 def train_run(out_dir, options, label, keep_checkpoint=True, inputs=None, on_code_change="stop"):
-    """`python train.py *options` into out_dir, or the summary of a finished run that `finished` may reuse. The
-    summary: evaluations [(iter, wall-clock s, val loss)], startup_s (the wall-clock before steady stepping:
-    compilation and warm-up), final (the loss on the whole validation split when the run logged it, else None), test
-    (the same on the test split, where the data has one),
-    median ms/iter, the last logged κ (and reference share α) per block and head ({} for a Euclidean run) and the
-    fingerprint. It is written when the run ends, so a run cut short is run again."""
+    """`python train.py *options` into out_dir, or the summary of a finished run that `finished` may reuse; an
+    interrupted run that `resumable` allows continues from its checkpoint. The summary: evaluations [(iter,
+    wall-clock s, val loss)], startup_s (the wall-clock before steady stepping: compilation and warm-up), final (the
+    loss on the whole validation split when the run logged it, else None), test (the same on the test split, where
+    the data has one), median ms/iter, the last logged κ (and reference share α) per block and head ({} for a
+    Euclidean run) and the fingerprint. It is written when the run ends, so a run cut short is not taken as done."""
     summary = finished(out_dir, options, inputs, on_code_change)
     if summary is not None:
         return summary
     path = os.path.join(out_dir, "summary.json")
-    cmd = [sys.executable, os.path.join(HERE, "train.py"), *options, f"--out_dir={out_dir}", "--overwrite=True"]
-    print(f"=== {label}", flush=True)
+    resume = resumable(out_dir, options, inputs, on_code_change)
+    cmd = [sys.executable, os.path.join(HERE, "train.py"), *options, f"--out_dir={out_dir}",
+           "--init_from=resume" if resume else "--overwrite=True"]
+    print(f"=== {label}{' (resumed from its checkpoint)' if resume else ''}", flush=True)
+    if not resume:
+        os.makedirs(out_dir, exist_ok=True)
+        write_json(os.path.join(out_dir, "start.json"), {"options": list(options),
+                                                         "fingerprint": fingerprint(options, inputs)})
     r = subprocess.run(cmd, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if r.returncode != 0:
         sys.exit(f"error: run {out_dir} failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ''}")
@@ -253,12 +286,10 @@ def train_run(out_dir, options, label, keep_checkpoint=True, inputs=None, on_cod
                "test": next((r["test/loss_full"] for r in recs if "test/loss_full" in r), None),
                "ms_per_iter": median, "kappa": kappa, "fingerprint": fingerprint(options, inputs)}
     summary = json.loads(json.dumps(summary))  # what a rerun reads back: lists, not tuples
-    with open(path + ".tmp", "w") as f:
-        json.dump(summary, f)
-    os.replace(path + ".tmp", path)
-    ckpt = os.path.join(out_dir, "ckpt.pt")  # (none when always_save_checkpoint=False saw no improvement)
-    if not keep_checkpoint and os.path.exists(ckpt):  # the ladder keeps logs and summaries, not MiB of weights
-        os.remove(ckpt)
+    write_json(path, summary, indent=None)
+    for name in ("start.json", *([] if keep_checkpoint else ["ckpt.pt"])):  # a study keeps logs and summaries
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
     return summary
 
 
@@ -267,16 +298,16 @@ def final_loss(summary):
     return summary["final"] if summary.get("final") is not None else summary["evals"][-1][2]
 
 
+def reported(summary):
+    """A run's reported loss: on the test split where the data has one, else final_loss (rates are chosen on val)."""
+    return summary["test"] if summary.get("test") is not None else final_loss(summary)
+
+
 def steady(summary):
     """The evaluations with the clock started at steady stepping: wall-clock minus startup_s (compilation, which is
     longer for the curved graphs, and warm-up), so that equal-time views compare training, not compiling."""
     start = summary.get("startup_s", 0.0)
     return [(it, max(0.0, wall - start), loss) for it, wall, loss in summary["evals"]]
-
-
-def add_reuse_argument(parser):
-    parser.add_argument("--on_code_change", choices=("stop", "retrain", "reuse"), default="stop",
-                        help="a finished run trained by other code: stop and say so, train it again, or reuse it")
 
 
 # ----------------------------------------------------------------------------- tuning (tested by hand)
@@ -343,15 +374,14 @@ def schedule(lr, iters, eval_interval):
             f"--warmup_iters={max(1, iters // 10)}", f"--eval_interval={eval_interval}"]
 
 
-def run(args, arm, lr, seed):
-    """Train one run of the sweep (or reuse a finished one); return its evaluations (clock from steady stepping),
-    final loss and median ms/iter."""
-    out_dir = os.path.join(args.out, arm[0], f"lr{lr:g}-s{seed}")
-    options = [args.base, *schedule(lr, args.max_iters, args.eval_interval), f"--seed={seed}",
-               f"--device={args.device}", *(["--eval_full=True"] if args.full_eval else []), *arm[1], *args.extra]
-    summary = train_run(out_dir, options, f"{arm[0]} lr={lr:g} seed={seed}", on_code_change=args.on_code_change)
-    return {"out_dir": out_dir, "lr": lr, "seed": seed, "evals": steady(summary), "final": final_loss(summary),
-            "ms_per_iter": summary["ms_per_iter"]}
+def start_grid(previous_best, coarse):
+    """The grid a cell starts from: the √2 grid around the arm's best at a shorter length, else the coarse one."""
+    if previous_best is None:
+        return sorted(coarse)
+    return [float(f"{previous_best / math.sqrt(2):.3g}"), previous_best, float(f"{previous_best * math.sqrt(2):.3g}")]
+
+
+# ----------------------------------------------------------------------------- reading runs, statistics
 
 
 def interpolate(points, x):
@@ -365,11 +395,34 @@ def interpolate(points, x):
 def at_wall(evals, budget, final=None):
     """Val loss at `budget` seconds of the run's clock, read off its loss-vs-time curve by linear interpolation
     between evaluations and, given the run's whole-split result `final`, anchored at it (the curve's change from
-    `budget` to its end added to the result: ladder.read's rule too); NaN past the run's end."""
+    `budget` to its end added to the result: `read`'s rule too); NaN past the run's end."""
     y = interpolate([(wall, loss) for _, wall, loss in evals], budget)
     if y is None:
         return float("nan")
     return y if final is None else final + y - evals[-1][2]
+
+
+def read(summary, curve, x):
+    """A run's loss at x (a step or a time) off its curve of batch estimates, anchored at its result: the result
+    (the whole-split loss, when measured) plus how far the curve moves between x and its end. The batch estimates'
+    own level is noise (on pycode ±0.03 from the whole split) that the anchor removes; at the end it is the result."""
+    return final_loss(summary) + interpolate(curve, x) - curve[-1][1]
+
+
+def delta(arm, base, view, ratio=1.0):
+    """Δ loss of one seed's arm run against the same seed's baseline run, in one view: 'steps' (the results),
+    'eager' (both at the earlier end time of the two, clocks from steady stepping), 'compiled' (the arm at N/r steps
+    against the baseline at N, or the baseline at N·r when r < 1; r = compiled ms/iter arm ÷ baseline). The run
+    that is cut is read mid-decay, so the compiled view is biased against it by an amount it cannot measure."""
+    if view == "steps":
+        return final_loss(arm) - final_loss(base)
+    arm_evals, base_evals = steady(arm), steady(base)
+    if view == "eager":
+        t = min(arm_evals[-1][1], base_evals[-1][1])
+        return read(arm, [(e[1], e[2]) for e in arm_evals], t) - read(base, [(e[1], e[2]) for e in base_evals], t)
+    n = base_evals[-1][0]
+    arm_at, base_at = (n / ratio, n) if ratio >= 1 else (n, n * ratio)
+    return read(arm, [(e[0], e[2]) for e in arm_evals], arm_at) - read(base, [(e[0], e[2]) for e in base_evals], base_at)
 
 
 def mean_std(xs):
@@ -379,126 +432,129 @@ def mean_std(xs):
     return statistics.mean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
-def summarize(results, seeds):
-    """The grid, each arm's best rate, and the seed statistics at equal steps (final loss) and at equal wall-clock."""
-    grid = {name: {r["lr"]: r["final"] for r in runs if r["seed"] == seeds[0]} for name, runs in results.items()}
-    best = {name: best_rate(g)[0] for name, g in grid.items()}
-    finals = {name: [r for r in runs if r["lr"] == best[name]] for name, runs in results.items()}
-    budget = min(r["evals"][-1][1] for runs in finals.values() for r in runs)  # the fastest run's total time
-    rows = []
-    for name, runs in finals.items():
-        steps = mean_std([r["final"] for r in runs])
-        wall = mean_std([at_wall(r["evals"], budget, r["final"]) for r in runs])
-        rows.append({"arm": name, "best_lr": best[name], "interior": best_rate(grid[name])[1],
-                     "seeds": [r["seed"] for r in runs], "val_at_steps": steps, "val_at_wall": wall,
-                     "ms_per_iter": statistics.median(r["ms_per_iter"] for r in runs),
-                     "finals": {r["seed"]: (r["final"], at_wall(r["evals"], budget, r["final"])) for r in runs}})
-    # a seed fixes the data order (and, without the full-split evaluation, the evaluation batches), so differences
-    # within a seed are the sharp comparison
-    ref = next((r for r in rows if r["arm"] == "euclid+smear"), rows[0])
-    for r in rows:
-        for i, key in enumerate(("diff_at_steps", "diff_at_wall")):
-            r[key] = mean_std([r["finals"][sd][i] - ref["finals"][sd][i] for sd in seeds])
-    for r in rows:
-        r.pop("finals")
-    rows[0]["reference"] = ref["arm"]
-    return {"budget_s": budget, "rows": rows, "grid": grid}
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]  # t(0.975, df) for df 1…10
 
 
-def write_tables(summary, args, path):
-    where = "the whole validation split" if args.full_eval else "the last evaluation's batches"
-    lines = [f"val loss after {args.max_iters} iterations (equal steps, on {where}) and after "
-             f"{summary['budget_s']:.0f} s (equal wall-clock from steady stepping: the fastest run's time, batch "
-             f"estimates interpolated), mean ± std over seeds {args.seeds} at each arm's best learning rate (`*`: the "
-             f"best is at the grid's edge); Δ: the difference to {summary['rows'][0]['reference']} within each seed, "
-             f"mean ± std; bits = nats / ln 2 per token", "",
-             "| arm | best lr | val loss, equal steps | bits | Δ, equal steps | val loss, equal wall-clock | Δ, equal "
-             "wall-clock | ms/iter |",
-             "|---|---|---|---|---|---|---|---|"]
-    for r in summary["rows"]:
-        (s, sd), (w, wd) = r["val_at_steps"], r["val_at_wall"]
-        (ds, dsd), (dw, dwd) = r["diff_at_steps"], r["diff_at_wall"]
-        lines.append(f"| {r['arm']} | {r['best_lr']:g}{'' if r['interior'] else '*'} | {s:.4f} ± {sd:.4f} | "
-                     f"{s / math.log(2):.4f} | {ds:+.4f} ± {dsd:.4f} | {w:.4f} ± {wd:.4f} | {dw:+.4f} ± {dwd:.4f} | "
-                     f"{r['ms_per_iter']:.1f} |")
-    lines += ["", f"learning-rate grid, seed {args.seeds[0]}: val loss after {args.max_iters} iterations", ""]
-    for name, grid in summary["grid"].items():
-        lines.append(f"- {name}: " + ", ".join(f"{lr:g} → {loss:.4f}" for lr, loss in sorted(grid.items())))
+def paired(diffs):
+    """(mean, std, t, half-width of the 95% t-interval) of paired differences: t = mean / (std / √n), ±inf when every
+    seed agrees exactly; the interval is mean ± t(0.975, n−1)·std/√n (NaN past the table: n > 11)."""
+    mean, std = mean_std(diffs)
+    n = len(diffs)
+    if n < 2:
+        return mean, std, float("nan"), float("nan")
+    t = mean / (std / math.sqrt(n)) if std > 0 else math.copysign(math.inf, mean)
+    return mean, std, t, (T975[n - 2] * std / math.sqrt(n) if n - 1 <= len(T975) else float("nan"))
+
+
+def positive_heads(kappa):
+    """Heads with κ > 0 at the end, per block, from a run's last logged κ (curvature/block{l}/head{h})."""
+    kappa = {k: v for k, v in kappa.items() if k.startswith("curvature/")}
+    blocks = sorted({int(k.split("/")[1][5:]) for k in kappa})
+    return [sum(v > 0 for k, v in kappa.items() if k.split("/")[1] == f"block{b}") for b in blocks]
+
+
+def per_head(runs, prefix):
+    """{block: [mean over runs of the last logged value per head]} for keys prefix/block{l}/head{h}."""
+    table = {}
+    for key in runs[0]["kappa"]:
+        if key.startswith(prefix + "/"):
+            _, block, head = key.split("/")
+            table.setdefault(int(block[5:]), {})[int(head[4:])] = statistics.mean(r["kappa"][key] for r in runs)
+    return {b: [heads[h] for h in sorted(heads)] for b, heads in sorted(table.items())}
+
+
+# ----------------------------------------------------------------------------- sizes and compiled cost
+
+
+def parse_size(text):
+    layers, _, width = str(text).partition("x")
+    if not (layers.isdigit() and width.isdigit()):
+        sys.exit(f"error: a size is LAYERSxWIDTH, e.g. 4x128; got {text!r}")
+    return int(layers), int(width)
+
+
+def size_options(size, head_size):
+    layers, width = parse_size(size)
+    if width % head_size:
+        sys.exit(f"error: width {width} of size {size} is not a multiple of head_size {head_size}")
+    return [f"--n_layer={layers}", f"--n_embd={width}", f"--n_head={width // head_size}"]
+
+
+def non_embedding_params(layers, width):
+    """12·L·W²: attention's q, k, v and output (4W²) and the MLP's two 4W-wide layers (8W²) per block, no biases
+    (the modern block has none, and its RMSNorm has no gains); embeddings, head and the few curvature and smear
+    scalars are left out."""
+    return 12 * layers * width * width
+
+
+# the base config's model options that bench.py takes as a spec (the sizes and curvature come from each run)
+BENCH_KEYS = ("bias", "pos_embedding", "norm", "qk_norm", "attn_scale", "attn_scale_learnable", "mlp", "tie_embeddings",
+              "logit_softcap", "zero_init_proj")
+
+
+def bench_setup(base):
+    """What bench.py needs to time the base config's model: its options as a spec, and bench.py's context
+    {block_size, batch_size, vocab_size, curvature_init}. Config files are Python (as train.py runs them)."""
+    path = base if os.path.isabs(base) else os.path.join(HERE, base)
+    cfg = {"__file__": path}
+    exec(open(path).read(), cfg)
+    spec = ":".join(f"{k}={cfg[k]}" for k in BENCH_KEYS if k in cfg)
+    vocab = {"shakespeare_char": 65, "pycode": 256, "enwik8": 256}.get(cfg.get("dataset", "shakespeare_char"), 50304)
+    return spec, {"block_size": cfg.get("block_size", 64), "batch_size": cfg.get("batch_size", 12),
+                  "vocab_size": vocab, "curvature_init": cfg.get("curvature_init", -0.05)}
+
+
+def compiled_ms(path, configs, size, head_size, context, device="cpu", rounds=7, rebuild=False):
+    """Compiled ms/iter of each bench.py spec in `configs`, in order, at this size: bench.py --compile, the blocks
+    alternating rounds in one process, each stepping with its own optimizer (Muon unless its spec names another).
+    The JSON at `path` is reused when bench.py recorded the same arguments (compared as text), and read as it is
+    by a rebuild."""
+    layers, width = parse_size(size)
+    want = {"configs": configs, "n_layer": layers, "n_embd": width, "n_head": width // head_size, "device": device,
+            "rounds": rounds, **context}
+    saved = json.load(open(path)) if os.path.exists(path) else None
+    if not rebuild and (saved is None or any(str(saved["settings"].get(k)) != str(v) for k, v in want.items())):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        cmd = [sys.executable, os.path.join(HERE, "bench.py"), "--compile", "--optimizer", "muon", "--configs",
+               *configs, *[a for k, v in want.items() if k != "configs" for a in (f"--{k}", str(v))], "--json", path]
+        print(f"=== {size} bench.py --compile", flush=True)
+        subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)
+        saved = json.load(open(path))
+    return [r["ms"] for r in saved["rows"] if r["name"].endswith("+compile")]
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def write_text(path, lines):
+    """The lines as a file (written whole: a temporary file renamed into place), and printed."""
     text = "\n".join(lines) + "\n"
-    with open(path, "w") as f:
+    with open(path + ".tmp", "w") as f:
         f.write(text)
+    os.replace(path + ".tmp", path)
     print(text)
 
 
-def plot(results, summary, path):
+def write_json(path, obj, indent=1):
+    with open(path + ".tmp", "w") as f:
+        json.dump(obj, f, indent=indent)
+    os.replace(path + ".tmp", path)
+
+
+def figure(ncols, width=5.5, height=4.2, **kw):
+    """A matplotlib figure with a row of ncols axes (a list), drawn off-screen."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    best = {r["arm"]: r["best_lr"] for r in summary["rows"]}
-    for name, runs in results.items():
-        runs = [r for r in runs if r["lr"] == best[name]]
-        n = min(len(r["evals"]) for r in runs)
-        for ax, column in zip(axes, (0, 1)):
-            xs = [statistics.mean(r["evals"][i][column] for r in runs) for i in range(n)]
-            ys = [statistics.mean(r["evals"][i][2] for r in runs) for i in range(n)]
-            ax.plot(xs, ys, marker=".", label=f"{name} (lr {best[name]:g})")
-    low = min(r["val_at_steps"][0] for r in summary["rows"])
-    for ax, label in zip(axes, ("iteration", "wall-clock seconds")):
-        ax.set_ylim(low - 0.05, low + 0.5)  # the differences are at the end, not in the first steps
-        ax.set_xlabel(label)
-        ax.set_ylabel("val loss (mean over seeds)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[1].axvline(summary["budget_s"], color="gray", ls=":")
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False, **kw)
+    return fig, list(axes[0])
+
+
+def save_figure(fig, path):
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--base", default="config/train_shakespeare_char_modern.py", help="the config every arm starts from")
-    p.add_argument("--lrs", type=float, nargs="+", default=[3e-3, 1e-2, 3e-2])
-    p.add_argument("--seeds", type=int, nargs="+", default=[1337, 1, 2], help="the first also runs the grid")
-    p.add_argument("--max_iters", type=int, default=600)
-    p.add_argument("--eval_interval", type=int, default=50)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out", default="out-sweep")
-    p.add_argument("--arms", nargs="+", default=DEFAULT_ARMS, help=f"a subset of {[a[0] for a in ARMS]}")
-    p.add_argument("--max_extend", type=int, default=2, help="grid extensions allowed past each edge")
-    p.add_argument("--refine", action=argparse.BooleanOptionalAction, default=True,
-                   help="bisect until each best rate has tried neighbours within √2 (--no-refine: the grid only)")
-    p.add_argument("--full_eval", action=argparse.BooleanOptionalAction, default=True,
-                   help="each run's result is its loss on the whole validation split (train.py --eval_full)")
-    add_reuse_argument(p)
-    p.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more train.py overrides for every run")
-    args = p.parse_args(argv)
-    unknown = set(args.arms) - {a[0] for a in ARMS}
-    if unknown:
-        sys.exit(f"error: unknown arms {sorted(unknown)}; choose from {[a[0] for a in ARMS]}")
-    arms = [a for a in ARMS if a[0] in args.arms]
-    results = {}
-    for a in arms:
-        first = {}  # the first seed's runs, by rate
-
-        def loss_at(lr, a=a, first=first):
-            first[lr] = run(args, a, lr, args.seeds[0])
-            return first[lr]["final"]
-
-        best = best_rate(tune(loss_at, args.lrs, args.max_extend, args.refine))[0]
-        results[a[0]] = list(first.values()) + [run(args, a, best, seed) for seed in args.seeds[1:]]
-    summary = summarize(results, args.seeds)
-    os.makedirs(args.out, exist_ok=True)
-    write_tables(summary, args, os.path.join(args.out, "sweep.md"))
-    plot(results, summary, os.path.join(args.out, "sweep.png"))
-    with open(os.path.join(args.out, "sweep.json"), "w") as f:
-        json.dump({"settings": vars(args), "summary": summary, "runs": results}, f, indent=1)
-    print(f"wrote {args.out}/sweep.md, sweep.png, sweep.json")
-    return summary
-
-
-if __name__ == "__main__":
-    main()
