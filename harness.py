@@ -123,10 +123,10 @@ NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run
 # the digest recorded before NOT_COMPUTED grew kept these keys; such a record is compared by the old rule
 OLD_NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run_name")
 # options a record may lack, each with the value its run had: options added after runs were recorded, at the value
-# that reproduces the code before them (sampler), and always_save_checkpoint, which the yardstick's first records
-# left out (they were written by a sweep whose NOT_COMPUTED briefly held it; every one ran at the default, True)
-LEGACY = {"sampler": "random", "always_save_checkpoint": True}
-ADDED = ("sampler",)  # the LEGACY options that postdate the old rule's hashes
+# that reproduces the code before them (sampler, decay_shape), and always_save_checkpoint, which the yardstick's
+# first records left out (written by a sweep whose NOT_COMPUTED briefly held it; each ran at the default, True)
+LEGACY = {"sampler": "random", "decay_shape": "cosine", "always_save_checkpoint": True}
+ADDED = ("sampler", "decay_shape")  # the LEGACY options that postdate the old rule's hashes
 
 
 def resolved_options(cfg, drop=NOT_COMPUTED):

@@ -10,10 +10,9 @@ below or a field of GPTConfig (model.py). Under torchrun, gradient_accumulation_
 across all processes.
 
 Read top to bottom: the options, then the named steps of a run (start, evaluate_and_checkpoint,
-optimizer_step, log_step), then train(), whose loop strings them together. What the loop uses but is not the
-loop lives beside it: logger.py (metrics.jsonl, wandb), hellaswag.py (its evaluation), runtime.py (processes,
-checkpoints, optimizers, the run's clock and stop signal).
-"""
+optimizer_step, log_step), then train(), whose loop strings them together. What the loop uses but is not the loop
+lives beside it: logger.py (metrics.jsonl, wandb), hellaswag.py (its evaluation), runtime.py (processes, checkpoints,
+optimizers, the run's clock and stop signal)."""
 import dataclasses
 import gc
 import glob
@@ -79,8 +78,9 @@ beta2 = 0.99
 grad_clip = 1.0  # 0 disables clipping
 max_nonfinite = 25  # stop after this many consecutive steps with a non-finite loss or gradient (each skipped)
 curvature_lr_mult = 1.0  # lr of the curvature parameters = learning_rate × this
-# learning-rate schedule: linear warmup, then cosine decay to min_lr
+# learning-rate schedule: linear warmup, then decay to min_lr
 decay_lr = True
+decay_shape = "cosine"  # 'cosine', or 'linear' (to min_lr=0: linear decay to zero, Bergsma et al. 2025)
 warmup_iters = 100
 lr_decay_iters = 2000
 min_lr = 2e-4
@@ -118,8 +118,8 @@ def validate(cfg):
     if not cfg["out_dir"]:
         raise ConfigError("out_dir is empty; name the directory for the checkpoint and logs")
     pretrained.check_init_from(cfg["init_from"])
-    for key, allowed in (("backend", ("auto", "nccl", "gloo")),
-                         ("dtype", ("auto", *DTYPES))):
+    for key, allowed in (("backend", ("auto", "nccl", "gloo")), ("dtype", ("auto", *DTYPES)),
+                         ("decay_shape", ("cosine", "linear"))):
         if cfg[key] not in allowed:
             raise ConfigError(f"{key}={cfg[key]!r} is not one of {allowed}")
 
@@ -133,7 +133,7 @@ def model_config(model_args):
 
 
 def get_lr(it, cfg):
-    """Linear warmup for warmup_iters, cosine decay to min_lr at lr_decay_iters, then min_lr."""
+    """Linear warmup for warmup_iters, decay_shape decay to min_lr at lr_decay_iters, then min_lr."""
     if not cfg["decay_lr"]:
         return cfg["learning_rate"]
     if it < cfg["warmup_iters"]:
@@ -141,6 +141,8 @@ def get_lr(it, cfg):
     if it > cfg["lr_decay_iters"]:
         return cfg["min_lr"]
     ratio = (it - cfg["warmup_iters"]) / max(1, cfg["lr_decay_iters"] - cfg["warmup_iters"])
+    if cfg["decay_shape"] == "linear":
+        return cfg["min_lr"] + (1.0 - ratio) * (cfg["learning_rate"] - cfg["min_lr"])
     return cfg["min_lr"] + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg["learning_rate"] - cfg["min_lr"])
 
 
@@ -353,12 +355,10 @@ def save(run, val_loss):
         torch.distributed.all_gather_object(ranks, mine)
     if run.proc.master:
         p = run.progress
-        save_checkpoint(run.ckpt_path, {
-            "model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        save_checkpoint(run.ckpt_path, {"model": run.raw_model.state_dict(), "optimizer": run.optimizer.state_dict(),
             "model_args": run.model_args, "iter_num": p.iter_num, "best_val_loss": p.best_val_loss,
             "val_loss": val_loss, "elapsed": p.wall(), "config": run.cfg, "ranks": ranks,
-            "wandb_run_id": run.logger.run_id, "meta": run.data.meta, "vocab": run.data.vocab,
-        })
+            "wandb_run_id": run.logger.run_id, "meta": run.data.meta, "vocab": run.data.vocab})
 
 
 def evaluate_and_checkpoint(run, lr, may_save, last):

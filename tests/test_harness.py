@@ -70,7 +70,7 @@ def test_a_record_from_before_an_option_existed_matches_at_the_options_legacy_va
     # the digest as recorded before the sampler existed: every option but the five output ones and κ₀, hashed
     cfg = configure(train.DEFAULTS, options)
     old = {k: v for k, v in cfg.items() if k not in ("out_dir", "overwrite", "wandb_log", "wandb_project",
-                                                      "wandb_run_name", "curvature_init", "sampler")}
+                                                      "wandb_run_name", "curvature_init", "sampler", "decay_shape")}
     record = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
     assert H.same_options(record, H.resolved(options))  # the sampler at 'random' is what ran then
     assert H.same_options(record, H.resolved([*options, "--sampler=random"]))
@@ -84,6 +84,9 @@ def test_a_record_from_before_an_option_existed_matches_at_the_options_legacy_va
     assert H.same_options(lacking, H.resolved(options))
     assert not H.same_options(lacking, H.resolved([*options, "--sampler=epoch"]))
     assert not H.same_options(lacking, H.resolved([*options, "--always_save_checkpoint=False"]))
+    older = {"options": {k: v for k, v in new["options"].items() if k != "decay_shape"}}  # before decay_shape
+    assert H.same_options(older, H.resolved(options))
+    assert not H.same_options(older, H.resolved([*options, "--decay_shape=linear"]))
 
 
 BASE = [(0, 0.0, 4.0), (10, 1.0, 3.0), (20, 2.0, 2.0)]  # (iter, wall-clock s, val loss)

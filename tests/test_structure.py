@@ -45,7 +45,8 @@ def imported_modules(name):
     ("bench", {"geometry", "model", "runtime", "generate"}),
     ("accuracy", {"geometry"}),
     ("analyze", {"geometry", "loader", "runtime"}),
-    ("harness", {"train", "configurator"}),  # runs train.py in subprocesses; resolves their options with its defaults
+    ("harness", {"train", "configurator"}),
+    ("frontier", set()),  # the compute multiplier's analysis: numbers in, numbers out  # runs train.py in subprocesses; resolves their options with its defaults
     ("study", {"harness", "configurator", "loader", "export", "runtime"}),  # the driver (loader: meta; the graft's
     # export of its pretrain)
 ])

@@ -132,17 +132,17 @@ def test_quick_sweep_picks_each_arms_best_rate_and_reports_equal_steps_and_wall_
 @pytest.mark.slow
 def test_quick_ladder_tables_follow_from_its_runs(char_data, tmp_path, capsys):
     out = tmp_path / "ladder"
-    argv = ["plans/ladder.py", "--quick", f"--out={out}", "--lrs=[1e-2, 3e-2]", "--max_extend=1", "--full_eval=True",
-            "--arms=['euclid+smear', 'hyp-prev-tangent']", "--free_sizes=['1x16']", "--cost_ratios=[1.25, 0.8]",
+    argv = ["plans/ladder.py", "--quick", f"--out={out}", "--lrs=[1e-2, 3e-2]", "--max_extend=0", "--full_eval=True",
+            "--arms=['euclid+smear']", "--free_sizes=['1x16']", "--length_arms=['euclid+smear', 'free-prev-tangent']",
+            "--cost_ratios=[1.25, 0.8]",
             "--extra", *TINY, f"--data_dir={char_data}"]
     rows = study.main(argv)
     saved = json.loads((out / "ladder.json").read_text())
-    assert {(r["size"], r["arm"]) for r in rows} == {("1x16", "euclid+smear"), ("1x16", "hyp-prev-tangent"),
-                                                     ("1x16", "free-prev-tangent"), ("2x32", "euclid+smear"),
-                                                     ("2x32", "hyp-prev-tangent")}
+    assert {(r["size"], r["arm"]) for r in rows} == {("1x16", "euclid+smear"), ("1x16", "free-prev-tangent"),
+                                                     ("2x32", "euclid+smear")}
     for r in rows:
         grid = {float(lr): v for lr, v in saved["runs"][r["size"]][r["arm"]]["grid"].items()}
-        assert (r["best_lr"], r["interior"]) == H.best_rate(grid) and 2 <= len(grid) <= 3
+        assert (r["best_lr"], r["interior"]) == H.best_rate(grid) and len(grid) == 2  # (extension: test_harness)
         runs, base = saved["runs"][r["size"]][r["arm"]]["runs"], saved["runs"][r["size"]]["euclid+smear"]["runs"]
         assert sorted(runs) == ["1", "1337"]
         diffs = [runs[sd]["final"] - base[sd]["final"] for sd in runs]
@@ -153,7 +153,7 @@ def test_quick_ladder_tables_follow_from_its_runs(char_data, tmp_path, capsys):
         assert r["compiled"][0] == pytest.approx(statistics.mean(want)) and r["ratio"] == ratio
     free = next(r for r in rows if r["arm"] == "free-prev-tangent")
     assert len(free["positive_heads"]) == 2 and all(len(per_seed) == 1 for per_seed in free["positive_heads"])
-    assert list(saved["length"]) == ["hyp-prev-tangent"] and saved["length"]["hyp-prev-tangent"][-1][0] == 16
+    assert list(saved["length"]) == ["free-prev-tangent"] and saved["length"]["free-prev-tangent"][-1][0] == 16
     assert "| 2x32 |" in (out / "ladder.md").read_text()
     assert (out / "ladder.png").stat().st_size > 10_000 and (out / "ladder_length.png").stat().st_size > 10_000
     assert not list(out.rglob("ckpt.pt"))  # logs and summaries are kept, weights are not
@@ -177,8 +177,8 @@ def pycode_data(tmp_path_factory):
 @pytest.mark.slow
 def test_quick_end_study_tunes_every_arm_per_block_and_resumes(char_data, pycode_data, tmp_path, capsys):
     out = tmp_path / "study"
-    arms = ["euclid+smear", "ngpt-adamw", "free-prev-tangent"]  # a curved arm, and nGPT's recipe with its own rates
-    argv = [plan(tmp_path, "kind = 'end'\n"), "--quick", f"--out={out}", "--lrs=[1e-2, 3e-2]", "--max_extend=0",
+    arms = ["euclid+smear", "ngpt-adamw"]  # nGPT's recipe: its own optimizer and schedule (curved arms: the ladder)
+    argv = [plan(tmp_path, "kind = 'end'\n"), "--quick", f"--out={out}", "--lrs=[1e-2]", "--max_extend=0",
             "--cost_ratios=[1.25, 0.9]", f"--arms={arms}",
             f"--data_dirs={{'shakespeare_char': '{char_data}', 'pycode': '{pycode_data}'}}", "--extra", *TINY]
     rows = study.main(argv)
@@ -220,19 +220,16 @@ def test_quick_end_study_tunes_every_arm_per_block_and_resumes(char_data, pycode
 def test_quick_graft_fine_tunes_every_arm_from_the_exported_model(char_data, tmp_path, capsys):
     import shutil
     out = tmp_path / "graft"
-    argv = ["plans/graft.py", "--quick", f"--out={out}", "--seeds=[1337, 1]", "--extra", f"--data_dir={char_data}",
+    argv = ["plans/graft.py", "--quick", f"--out={out}", "--seeds=[1337]", "--extra", f"--data_dir={char_data}",
             "--batch_size=4", "--block_size=16", "--eval_iters=2", "--log_interval=5"]
     rows = study.main(argv)
     saved = json.loads((out / "graft.json").read_text())
     assert [r["arm"] for r in rows] == ["euclid", "graft", "share"]
-    # every arm starts as the exported model, the graft included: within a seed (which fixes the evaluation
-    # batches) every arm's first evaluation is the same, and under the pretrain's seed it is the pretrain's last
+    # every arm starts as the exported model, the graft included: under the pretrain's seed (which fixes the
+    # evaluation batches) every arm's first evaluation is the pretrain's last
     runs = saved["runs"]
-    for i, seed in enumerate([1337, 1]):
-        start = runs["euclid"][i]["evals"][0][2]
-        assert all(runs[arm][i]["evals"][0][2] == pytest.approx(start, rel=1e-5) for arm in ("graft", "share"))
-        if seed == 1337:
-            assert start == pytest.approx(saved["pretrain"]["evals"][-1][2], rel=1e-5)
+    for arm in ("euclid", "graft", "share"):
+        assert runs[arm][0]["evals"][0][2] == pytest.approx(saved["pretrain"]["evals"][-1][2], rel=1e-5)
     by_arm = {r["arm"]: r for r in rows}
     assert len(by_arm["graft"]["kappa"]) == 4 and len(by_arm["graft"]["share"][0]) == 4  # 4 blocks × 4 heads
     assert by_arm["share"]["kappa"] == {0: [0.0] * 4, 1: [0.0] * 4, 2: [0.0] * 4, 3: [0.0] * 4}
@@ -245,13 +242,13 @@ def test_quick_graft_fine_tunes_every_arm_from_the_exported_model(char_data, tmp
     (out / "pretrain" / "ckpt.pt").unlink()
     study.main(argv)
     assert "===" not in capsys.readouterr().out
-    (out / "share" / "s1" / "summary.json").unlink()
+    (out / "share" / "s1337" / "summary.json").unlink()
     study.main(argv)
     assert capsys.readouterr().out.count("===") == 2  # the pretrain again (for its weights), then that fine-tune
     # another pretrain: it is trained, exported again, and no fine-tune of the old one is reused
     study.main([*argv[:3], "--pretrain_iters=24", *argv[3:]])
     printed = capsys.readouterr().out
-    assert printed.count("===") == 1 + 6 and "pretrain (euclid)" in printed
+    assert printed.count("===") == 1 + 3 and "pretrain (euclid)" in printed
     with open(out / "pretrain" / "hf" / "kappagpt_source.json") as f:
         assert "--max_iters=24" in json.load(f)["pretrain"]
     assert "24 iterations" in (out / "graft.md").read_text()

@@ -13,7 +13,7 @@ import torch
 import runtime
 import sample
 import train
-from configurator import configure
+from configurator import ConfigError, configure
 
 from conftest import CORPUS, ROOT, run_error, tiny_args
 
@@ -225,6 +225,12 @@ def test_lr_schedule():
     assert lrs[110] == pytest.approx(0.1) and lrs[199] == 0.1
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert {train.get_lr(i, dict(cfg, decay_lr=False)) for i in range(200)} == {1.0}
+    # linear decay to zero: a straight line from the peak after warmup to 0 at lr_decay_iters
+    line = [train.get_lr(i, dict(cfg, decay_shape="linear", min_lr=0.0)) for i in range(200)]
+    assert line[:10] == lrs[:10] and line[10] == 1.0 and line[35] == pytest.approx(0.75)
+    assert line[60] == pytest.approx(0.5) and line[110] == 0.0 and line[199] == 0.0
+    with pytest.raises(ConfigError, match="decay_shape='step' is not one of"):
+        train.validate(dict(cfg, decay_shape="step", out_dir="x"))
 
 
 def metrics(out_dir):
