@@ -368,10 +368,13 @@ def tune(loss_at, lrs, max_extend=2, refine=True):
     return grid
 
 
-def schedule(lr, iters, eval_interval):
-    """The same schedule shape for every run: 10% warmup, cosine to lr/10 at the end."""
-    return [f"--learning_rate={lr}", f"--min_lr={lr / 10}", f"--max_iters={iters}", f"--lr_decay_iters={iters}",
-            f"--warmup_iters={max(1, iters // 10)}", f"--eval_interval={eval_interval}"]
+def schedule(lr, iters, eval_interval, shape="cosine"):
+    """The same schedule shape for every run of a study, stretched to its length: 10% warmup, then 'cosine' to lr/10
+    at the end (the studies so far), or 'linear0': linear decay to zero (Bergsma et al. 2025)."""
+    decay = [f"--min_lr={lr / 10}"] if shape == "cosine" else ["--min_lr=0.0"]
+    return [f"--learning_rate={lr}", *decay, f"--max_iters={iters}", f"--lr_decay_iters={iters}",
+            f"--warmup_iters={max(1, iters // 10)}", f"--eval_interval={eval_interval}",
+            *([] if shape == "cosine" else ["--decay_shape=linear"])]
 
 
 def start_grid(previous_best, coarse):

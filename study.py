@@ -14,7 +14,9 @@ checked), then `--key=value` overrides; everything after --extra goes to every t
 - ladder: the arms over model sizes; Δ at equal steps, eager time and compiled cost, and one size run longer;
 - end: blocks CORPUS:SIZE:MULT[:ARM,ARM] (MULT × iters), each arm tuned per block, a longer block starting from the
   √2 grid around the same arm's best at the previous length; Δ at equal steps (95% t-intervals) and compiled cost;
-- graft: pretrain a Euclidean model, export it, fine-tune it per arm and seed (no tuning).
+- graft: pretrain a Euclidean model, export it, fine-tune it per arm and seed (no tuning);
+- multiplier: the baseline's frontier of fully decayed end points and each arm at its lengths, size by size; the
+  steps the frontier needs to reach each arm's loss over the arm's steps, with 95% intervals (frontier.py).
 Tuning (harness.tune) runs at tune_seed; then the reported `seeds` at the best rate. A plan reports its tuning seed
 only where it says so (report_tune_seed: the ladder and the sweep, as they were made; the tables then say so) or is
 `history`: a study kept as it was made, which a rebuild reads and nothing trains again (its runs' code or data are
@@ -29,6 +31,7 @@ import os
 import statistics
 import sys
 
+import frontier as F
 import harness as H
 from configurator import ConfigError, configure
 
@@ -47,7 +50,12 @@ KINDS = {
     "end": {"corpora": {"shakespeare_char": "config/train_shakespeare_char_modern.py",
                         "pycode": "config/train_pycode_modern.py"},
             "blocks": [], "iters": 600, "evals": 12, "head_size": 32, "data_dirs": {}, "cost_ratios": None,
-            "bench_rounds": 7, "prior": {}, "sampler": "epoch"},
+            "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine"},
+    "multiplier": {"corpora": {"pycode": "config/train_pycode_modern.py"}, "corpus": "pycode", "sizes": ["2x64"],
+                   "iters": 600, "frontier": [1, 2, 4, 8, 16, 32], "frontier_at": {}, "lengths": [1, 4, 16],
+                   "arm_lengths": {}, "bracket_seeds": [1, 2, 3, 4, 5], "evals": 12, "head_size": 32, "data_dirs": {},
+                   "cost_ratios": None, "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine",
+                   "draws": 2000, "replicates": 200},
     "graft": {"base": "", "init_from": "", "pretrain": "config/train_shakespeare_char_cpu_euclid.py",
               "pretrain_iters": 2000, "iters": 500, "lr": 2e-4, "graft_lr_mult": 10.0, "eval_interval": 50},
 }
@@ -56,6 +64,8 @@ QUICK = {"sweep": {"max_iters": 8, "eval_interval": 4},
                     "length_mult": 2, "bench_rounds": 2},
          "end": {"blocks": ["shakespeare_char:1x16:1", "pycode:1x16:1", "shakespeare_char:1x16:2"], "iters": 8,
                  "head_size": 16, "evals": 2, "bench_rounds": 2},
+         "multiplier": {"sizes": ["1x16"], "iters": 8, "frontier": [1, 2], "lengths": [1], "bracket_seeds": [1, 2, 3],
+                        "head_size": 16, "evals": 2, "bench_rounds": 2, "draws": 200, "replicates": 20},
          "graft": {"pretrain_iters": 20, "iters": 10, "eval_interval": 5}}
 # bench.py's spec of each arm's block (curvature[:reference:residual], then overrides after the base config's own)
 BENCH = {BASELINE: ("euclidean", "smear=True"), "curved": ("free:prev_token:tangent", "smear=False:curvature_init=0.0"),
@@ -115,7 +125,7 @@ def check(p):
     if p["history"] and not p["rebuild"] and not p["dry_run"]:
         sys.exit(f"error: {p['out']} is a study kept as it was made (history = True): --rebuild=DIR rebuilds its "
                  f"tables; to run it again, check out the commit its plan names")
-    if p["kind"] in ("ladder", "end") and BASELINE not in p["arms"]:
+    if p["kind"] in ("ladder", "end", "multiplier") and BASELINE not in p["arms"]:
         sys.exit(f"error: the arms must include the baseline {BASELINE}")
     if p["kind"] == "ladder" and len(p["iters"]) not in (1, len(p["sizes"])):
         sys.exit(f"error: iters takes one value or one per size ({len(p['sizes'])})")
@@ -162,6 +172,8 @@ def cells(p):
             c["eval_interval"] = max(1, c["iters"] // p["evals"])
             H.size_options(c["size"], p["head_size"])
         return out
+    if p["kind"] == "multiplier":
+        return multiplier_cells(p)
     out, seen = [], {}
     for corpus, size, mult, arms in blocks(p):
         name = f"{corpus} {size} {mult}"
@@ -178,7 +190,28 @@ def cells(p):
         out.append({"name": name, "dir": f"{corpus}/{size}-x{mult}", "config": p["corpora"][corpus], "size": size,
                     "iters": iters, "eval_interval": max(1, iters // p["evals"]), "corpus": corpus, "mult": mult,
                     "flags": ["--eval_full=True", *([f"--sampler={p['sampler']}"] if p["sampler"] else []), *data],
-                    "arms": arms, "start": start})
+                    "arms": arms, "start": start, "seeds": {}})
+    return out
+
+
+def multiplier_cells(p):
+    """The multiplier kind's cells, size by size: the baseline at every frontier length (frontier_at[size], else
+    frontier), each arm at its lengths (arm_lengths[arm], else lengths), a longer cell starting from the √2 grid
+    around the same arm's best at the previous one; at an arm's longest length it runs bracket_seeds."""
+    out = []
+    for size in p["sizes"]:
+        frontier = p["frontier_at"].get(size, p["frontier"])
+        lengths = {a: p["arm_lengths"].get(a, p["lengths"]) for a in p["arms"] if a != BASELINE}
+        blocks_ = []
+        for mult in sorted(set(frontier) | {m for ls in lengths.values() for m in ls}):
+            arms = [BASELINE] * (mult in frontier) + [a for a, ls in lengths.items() if mult in ls]
+            if BASELINE not in arms:
+                sys.exit(f"error: {size} at {mult}× runs arms without the baseline: every length must be on the "
+                         f"frontier (frontier_at / frontier)")
+            blocks_.append(f"{p['corpus']}:{size}:{mult}:{','.join(arms)}")
+        for c in cells(p | {"kind": "end", "blocks": blocks_}):
+            c["seeds"] = {a: p["bracket_seeds"] for a, ls in lengths.items() if c["mult"] == max(ls)}
+            out.append(c)
     return out
 
 
@@ -191,7 +224,8 @@ def run(p, cell, arm, lr, seed):
     if p["rebuild"]:
         return H.read_summary(out_dir)
     options = [cell["config"], *(H.size_options(cell["size"], p["head_size"]) if cell["size"] else []),
-               *H.schedule(lr, cell["iters"], cell["eval_interval"]), f"--seed={seed}", f"--device={p['device']}",
+               *H.schedule(lr, cell["iters"], cell["eval_interval"], p.get("schedule", "cosine")), f"--seed={seed}",
+               f"--device={p['device']}",
                *cell["flags"], *dict(H.ARMS)[arm], *p["extra"]]
     label = f"{cell['name'] or p['kind']} {arm} lr={lr:g} seed={seed}".strip()
     return H.train_run(out_dir, options, label, keep_checkpoint=p["kind"] == "sweep",
@@ -210,7 +244,7 @@ def tune_cell(p, cell, arm, results):
                       p["refine"])
         best, interior = H.best_rate(grid)
     return {"grid": grid, "best_lr": best, "interior": interior,
-            "runs": {seed: run(p, cell, arm, best, seed) for seed in p["seeds"]}}
+            "runs": {seed: run(p, cell, arm, best, seed) for seed in cell.get("seeds", {}).get(arm, p["seeds"])}}
 
 
 def start_lrs(p, cell, arm, results):
@@ -230,8 +264,9 @@ def dry_run(p):
             finished = [d for d in (os.listdir(folder) if os.path.isdir(folder) else [])
                         if os.path.exists(os.path.join(folder, d, "summary.json"))]
             start = cell["start"].get(arm, "grid")
-            planned = len(p["seeds"]) + (0 if start[0] == "best" else len(p["lrs"] if start == "grid" else [0] * 3) + 2)
-            complete = all(any(d.endswith(f"-s{sd}") for d in finished) for sd in p["seeds"])  # the seeds ran: done
+            seeds = cell.get("seeds", {}).get(arm, p["seeds"])
+            planned = len(seeds) + (0 if start[0] == "best" else len(p["lrs"] if start == "grid" else [0] * 3) + 2)
+            complete = all(any(d.endswith(f"-s{sd}") for d in finished) for sd in seeds)  # its seeds ran: done
             done, left = len(finished), 0 if complete else max(1, planned - len(finished))
             hours = left * run_seconds(p, cell) / 3600
             total += hours
@@ -244,12 +279,16 @@ def dry_run(p):
 
 def run_seconds(p, cell):
     """Estimated seconds of one run of the cell: its steps at the median ms/iter of finished runs of the same size in
-    the plan's out (else 6·params·tokens at 1.3e10 FLOP/s, the eager rate of 2x64 on this 2-core CPU), plus 10% for
-    evaluations and 30 s for start-up and the whole-split evaluation."""
+    the plan's out, else in any study under results/ (else 6·params·tokens at 1.3e10 FLOP/s, the eager rate of 2x64
+    on this 2-core CPU: pessimistic for larger models), plus 10% for evaluations and 30 s for start-up and the
+    whole-split evaluation."""
     import glob
     import json
-    ms = [json.load(open(f))["ms_per_iter"] for f in glob.glob(os.path.join(p["out"], "**", "summary.json"),
-                                                                  recursive=True) if f"/{cell['size']}" in f]
+    for where in (p["out"], os.path.join(H.HERE, "results")):  # this plan's runs of the size, else any study's
+        ms = [json.load(open(f))["ms_per_iter"] for f in glob.glob(os.path.join(where, "**", "summary.json"),
+                                                                      recursive=True) if f"/{cell['size']}" in f]
+        if ms:
+            break
     if not ms:
         cfg = H.options_config([cell["config"], *p["extra"]])
         layers, width = H.parse_size(cell["size"]) if cell["size"] else (cfg["n_layer"], cfg["n_embd"])
@@ -268,11 +307,28 @@ def main(argv=None):
     if p["kind"] == "graft":
         return REPORTS["graft"](p, graft(p), out)
     results = {}
-    for cell in todo:
+    for i, cell in enumerate(todo):
         results[cell["name"]] = {arm: tune_cell(p, cell, arm, results) for arm in cell["arms"]}
-        if p["kind"] == "end":  # every finished block is a result: the tables so far
-            rows = REPORTS["end"](p, results, out)
-    return rows if p["kind"] == "end" else REPORTS[p["kind"]](p, results, out)
+        if p["kind"] == "multiplier" and (i + 1 == len(todo) or todo[i + 1]["size"] != cell["size"]):
+            bracket(p, [c for c in todo if c["size"] == cell["size"]], results)
+        if p["kind"] in ("end", "multiplier"):  # every finished block (or size) is a result: the tables so far
+            rows = REPORTS[p["kind"]](p, results, out)
+    return rows if p["kind"] in ("end", "multiplier") else REPORTS[p["kind"]](p, results, out)
+
+
+def bracket(p, size_cells, results):
+    """The baseline's frontier points that bracket each arm's loss at its longest length get the arm's seeds too
+    (bracket_seeds, at the rate they were tuned to), so that the interval there is paired seed by seed."""
+    base = [c for c in size_cells if BASELINE in c["arms"]]
+    for c in size_cells:
+        for arm, seeds in c["seeds"].items():
+            loss = statistics.mean(H.reported(results[c["name"]][arm]["runs"][sd]) for sd in seeds)
+            points = [(b, statistics.mean(H.reported(s) for s in results[b["name"]][BASELINE]["runs"].values()))
+                      for b in base]
+            near = next(([x, y] for x, y in zip(points, points[1:]) if x[1] >= loss >= y[1]), None)
+            for b, _ in near or [min(points, key=lambda pt: abs(pt[1] - loss))]:
+                r = results[b["name"]][BASELINE]
+                r["runs"].update({sd: run(p, b, BASELINE, r["best_lr"], sd) for sd in seeds if sd not in r["runs"]})
 
 
 # ----------------------------------------------------------------------------- the graft
@@ -610,11 +666,13 @@ def evaluated(p, corpus):
 
 def recipe(p, cell, arm):
     """How an arm trains, read off the options its runs resolve to: optimizer, warmup, decay, clipping."""
-    cfg = H.options_config([cell["config"], *H.schedule(1.0, 1000, 100), *dict(H.ARMS)[arm]])
+    cfg = H.options_config([cell["config"], *H.schedule(1.0, 1000, 100, p.get("schedule", "cosine")),
+                            *dict(H.ARMS)[arm]])
     optimizer = "Muon (matrices) + AdamW" if cfg["optimizer"] == "muon" else "AdamW"
     clip = f"{cfg['grad_clip']:g}" if cfg["grad_clip"] > 0 else "none"
     return (f"{optimizer} β ({cfg['beta1']:g}, {cfg['beta2']:g}), wd {cfg['weight_decay']:g}, warmup "
-            f"{cfg['warmup_iters'] / 1000:.0%}, cosine to {cfg['min_lr'] / cfg['learning_rate']:g}·lr, clip {clip}")
+            f"{cfg['warmup_iters'] / 1000:.0%}, {cfg['decay_shape']} to {cfg['min_lr'] / cfg['learning_rate']:g}·lr, "
+            f"clip {clip}")
 
 
 def report_graft(p, done, out):
@@ -665,6 +723,110 @@ def report_graft(p, done, out):
     return rows
 
 
+def report_multiplier(p, results, out):
+    """Per size, arm and length: the steps the baseline's frontier needs to reach the arm's loss, over the arm's steps
+    (frontier.py), per step and per compiled cost, with the paired bootstrap's and the log-t 95% intervals and their
+    coverage on synthetic studies at the measured seed noise; the power-law fit's multiplier beside it."""
+    todo, rows = [c for c in cells(p) if c["name"] in results], []
+    for size in dict.fromkeys(c["size"] for c in todo):
+        mine = [c for c in todo if c["size"] == size]
+        if p["cost_ratios"]:
+            ms = [1.0, p["cost_ratios"][0], p["cost_ratios"][1], p["cost_ratios"][1]]
+        else:
+            spec, context = H.bench_setup(mine[0]["config"])
+            ms = H.compiled_ms(os.path.abspath(os.path.join(p["out"], "bench", f"{p['corpus']}-{size}.json")),
+                               [f"{BENCH[k][0]}:{spec}:{BENCH[k][1]}" for k in BENCH], size, p["head_size"], context,
+                               p["device"], p["bench_rounds"], bool(p["rebuild"]))
+        ratios = dict(zip(BENCH, ms))
+        front = {c["iters"]: {sd: H.reported(s) for sd, s in results[c["name"]][BASELINE]["runs"].items()}
+                 for c in mine if BASELINE in results[c["name"]]}
+        means = sorted((n, statistics.mean(v.values())) for n, v in front.items())
+        fitted = F.fit(means) if len(means) >= 3 else None
+        layers, width = H.parse_size(size)
+        cfg = H.options_config([mine[0]["config"], *p["extra"]])
+        flops = 6 * H.non_embedding_params(layers, width) + 6 * layers * cfg["block_size"] * width
+        for c in mine:
+            for arm, r in results[c["name"]].items():
+                arm_loss = {sd: H.reported(s) for sd, s in r["runs"].items()}
+                m, flag = F.estimate(front, arm_loss, c["iters"])
+                ratio = ratios[arm if arm in BENCH else "curved"] / ratios[BASELINE]
+                row = {"size": size, "mult": c["mult"], "iters": c["iters"], "arm": arm, "best_lr": r["best_lr"],
+                       "interior": r["interior"], "seeds": sorted(arm_loss), "loss": H.mean_std(list(arm_loss.values())),
+                       "multiplier": m, "flag": flag, "ratio": ratio, "per_cost": m / ratio, "flops_per_token": flops}
+                if fitted and F.fit_steps(fitted, row["loss"][0]) is not None:
+                    row["fit_multiplier"] = F.fit_steps(fitted, row["loss"][0]) / c["iters"]
+                if arm != BASELINE and len(arm_loss) > 1:
+                    row["percentile"] = F.percentile(F.bootstrap(front, arm_loss, c["iters"], p["draws"]))
+                    row["log_t"] = F.log_t(front, arm_loss, c["iters"])
+                    paired_ = [arm_loss[sd] - front[c["iters"]][sd] for sd in arm_loss if sd in front.get(c["iters"], {})]
+                    if fitted and len(paired_) > 1:  # the seed noise the intervals face: a seed's shared offset + own
+                        own = statistics.stdev(paired_) / math.sqrt(2)
+                        shared = math.sqrt(max(0.0, statistics.variance(arm_loss.values()) - own ** 2))
+                        row["coverage"] = F.coverage(fitted, sorted(front), c["iters"], m, row["seeds"], shared, own,
+                                                     p["replicates"], min(400, p["draws"]))
+                rows.append(row)
+    write_multiplier(p, rows, out)
+    H.write_json(os.path.join(out, "multiplier.json"), {"settings": p, "rows": rows, "runs": jsonable(results)})
+    return rows
+
+
+def write_multiplier(p, rows, out):
+    """multiplier.md and the two figures: loss against training compute with the frontier, and m against length."""
+    lines = [f"m = the steps the tuned baseline needs to reach an arm's loss ÷ the arm's steps, at the end of fully "
+             f"decayed runs (frontier: the baseline's end points, inverted in log loss against log steps; `>`: below "
+             f"the frontier's lowest point, a lower bound). Per compiled cost: m ÷ the arm's compiled ms/iter ratio. "
+             f"Losses on {evaluated(p, p['corpus'])}; rates tuned on val at seed {p['tune_seed']}; seeds per row as "
+             f"listed. 95%: the paired bootstrap's percentile interval ({p['draws']} draws, seeded) and the t-interval "
+             f"on per-seed log multipliers; coverage: how often each covered a known multiplier in {p['replicates']} "
+             f"synthetic studies with this row's seed noise. FLOPs/token: 6·(12·L·W²) + 6·L·T·W (matmuls; the geometry's "
+             f"elementwise work is not counted).", "",
+             "| size | length | iters | arm | best lr | seeds | loss | m per step | 95% bootstrap | 95% log-t | coverage "
+             "(bootstrap, log-t) | fit m | compiled ratio | m per compiled cost | FLOPs/token |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    iv = lambda r, k: f"[{r[k][0]:.2f}, {r[k][1]:.2f}]" if k in r else "–"  # noqa: E731
+    for r in rows:
+        cov = r.get("coverage")
+        lines.append(f"| {r['size']} | {r['mult']}× | {r['iters']} | {r['arm']} | {r['best_lr']:g}"
+                     f"{'' if r['interior'] else '*'} | {len(r['seeds'])} | {r['loss'][0]:.4f} ± {r['loss'][1]:.4f} | "
+                     f"{r['flag']}{r['multiplier']:.2f} | {iv(r, 'percentile')} | {iv(r, 'log_t')} | "
+                     + (f"{cov['percentile']:.2f}, {cov['log_t']:.2f}" if cov else "–") + " | "
+                     + (f"{r['fit_multiplier']:.2f}" if "fit_multiplier" in r else "–")
+                     + f" | {r['ratio']:.2f} | {r['flag']}{r['per_cost']:.2f} | {r['flops_per_token']:,} |")
+    lines += ["", "±: the sample std over the row's seeds. Recipes:", ""]
+    lines += [f"- {arm}: {recipe(p, cells(p)[0], arm)}" for arm in dict.fromkeys(r["arm"] for r in rows)]
+    H.write_text(os.path.join(out, "multiplier.md"), lines)
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    fig, axes = H.figure(len(sizes), sharey=False)
+    for ax, size in zip(axes, sizes):
+        for i, arm in enumerate(arms):
+            pts = sorted((r["iters"], r["loss"][0], r["loss"][1]) for r in rows if r["size"] == size and r["arm"] == arm)
+            if pts:
+                xs, ys, sd = zip(*pts)
+                ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3, color=f"C{i}", ls="-" if arm == BASELINE else "",
+                            label=arm + (" (frontier)" if arm == BASELINE else ""))
+        ax.set_xscale("log")
+        ax.set(title=f"{size}: loss at the end of each run", xlabel="training steps (each run fully decayed)",
+               ylabel="test loss, mean ± std over seeds")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    H.save_figure(fig, os.path.join(out, "multiplier_frontier.png"))
+    fig, (ax,) = H.figure(1, 6, 4)
+    for i, (size, arm) in enumerate((s_, a) for s_ in sizes for a in arms if a != BASELINE):
+        pts = sorted((r["iters"], r["multiplier"], *r.get("log_t", (r["multiplier"],) * 2)) for r in rows
+                     if r["size"] == size and r["arm"] == arm)
+        if pts:
+            xs, ys, lo, hi = zip(*pts)
+            ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]], marker="o",
+                        capsize=3, label=f"{arm} ({size})")
+    ax.axhline(1, color="gray", lw=0.8)
+    ax.set_xscale("log")
+    ax.set(xlabel="the arm's training steps", ylabel="compute multiplier m (95% log-t interval)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    H.save_figure(fig, os.path.join(out, "multiplier.png"))
+
+
 def jsonable(results):
     """results with string keys (JSON's): {cell: {arm: {grid: {lr: loss}, best_lr, interior, runs: {seed: …}}}}."""
     return {c: {a: {"grid": {str(lr): v for lr, v in r["grid"].items()}, "best_lr": r["best_lr"],
@@ -672,7 +834,8 @@ def jsonable(results):
                 for a, r in arms.items()} for c, arms in results.items()}
 
 
-REPORTS = {"sweep": report_sweep, "ladder": report_ladder, "end": report_end, "graft": report_graft}
+REPORTS = {"sweep": report_sweep, "ladder": report_ladder, "end": report_end, "graft": report_graft,
+           "multiplier": report_multiplier}
 
 if __name__ == "__main__":
     main()

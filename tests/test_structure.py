@@ -47,7 +47,7 @@ def imported_modules(name):
     ("analyze", {"geometry", "loader", "runtime"}),
     ("harness", {"train", "configurator"}),
     ("frontier", set()),  # the compute multiplier's analysis: numbers in, numbers out  # runs train.py in subprocesses; resolves their options with its defaults
-    ("study", {"harness", "configurator", "loader", "export", "runtime"}),  # the driver (loader: meta; the graft's
+    ("study", {"harness", "frontier", "configurator", "loader", "export", "runtime"}),  # the driver (loader: meta; the graft's
     # export of its pretrain)
 ])
 def test_imports_point_one_way(name, allowed):

@@ -1,0 +1,24 @@
+"""
+How much training does mixed curvature save (issue 36)? The compute multiplier at the end of fully decayed runs,
+with a 95% interval over seeds, at two sizes on the code corpus: the tuned baseline's frontier at 1× to 32× of 600
+iterations, each arm at 1×, 4× and 16×, every rate tuned √2-interior at seed 1337 on val, the losses on test at fresh
+seeds (5 at each arm's 16× point and at the frontier points that bracket it, 2 elsewhere). 2x64 first, whole, then
+4x128 (its frontier stops at 16×: a 32× run there is ~30 min). Not yet run: docs/results.md says what is measured.
+
+    python study.py plans/multiplier.py --dry_run      # the plan and its hours
+    python study.py plans/multiplier.py                # run or resume it
+"""
+kind = "multiplier"
+out = "results/multiplier"
+corpus = "pycode"
+sizes = ["2x64", "4x128"]
+frontier = [1, 2, 4, 8, 16, 32]
+frontier_at = {"4x128": [1, 2, 4, 8, 16]}
+lengths = [1, 4, 16]
+arms = ["euclid+smear", "free-prev-tangent", "ngpt", "hyp-prev-tangent"]
+arm_lengths = {"hyp-prev-tangent": [16]}  # the default block, at the longest length of each size
+max_extend = 4
+tune_seed = 1337
+seeds = [1, 2]
+bracket_seeds = [1, 2, 3, 4, 5]
+extra = ["--eval_iters=10"]
