@@ -41,21 +41,21 @@ COMMON = {"kind": "", "out": "", "device": "cpu", "on_code_change": "stop", "dry
           "refine": True, "tune_seed": 1337, "seeds": [1, 2, 3], "report_tune_seed": False, "extra": []}
 KINDS = {
     "sweep": {"base": "config/train_shakespeare_char_modern.py", "max_iters": 600, "eval_interval": 50,
-              "full_eval": True},
+              "full_eval": True, "flop_rate": 1.3e10},
     "ladder": {"base": "config/train_shakespeare_char_modern.py", "sizes": ["2x32", "2x64", "4x128", "6x192"],
                "iters": [600], "head_size": 32, "free_sizes": None, "full_eval": True, "evals": 12,
                "length_size": "4x128", "length_mult": 4, "length_arms": [BASELINE, "zero-prev-tangent",
                                                                           "hyp-prev-tangent"],
-               "cost_ratios": None, "bench_rounds": 7},
+               "cost_ratios": None, "bench_rounds": 7, "flop_rate": 1.3e10},
     "end": {"corpora": {"shakespeare_char": "config/train_shakespeare_char_modern.py",
                         "pycode": "config/train_pycode_modern.py"},
             "blocks": [], "iters": 600, "evals": 12, "head_size": 32, "data_dirs": {}, "cost_ratios": None,
-            "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine"},
+            "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine", "flop_rate": 1.3e10},
     "multiplier": {"corpora": {"pycode": "config/train_pycode_modern.py"}, "corpus": "pycode", "sizes": ["2x64"],
                    "iters": 600, "frontier": [1, 2, 4, 8, 16, 32], "frontier_at": {}, "lengths": [1, 4, 16],
                    "arm_lengths": {}, "bracket_seeds": [1, 2, 3, 4, 5], "evals": 12, "head_size": 32, "data_dirs": {},
                    "cost_ratios": None, "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine",
-                   "draws": 2000, "replicates": 200},
+                   "draws": 2000, "replicates": 200, "flop_rate": 1.3e10},
     "graft": {"base": "", "init_from": "", "pretrain": "config/train_shakespeare_char_cpu_euclid.py",
               "pretrain_iters": 2000, "iters": 500, "lr": 2e-4, "graft_lr_mult": 10.0, "eval_interval": 50},
 }
@@ -279,9 +279,9 @@ def dry_run(p):
 
 def run_seconds(p, cell):
     """Estimated seconds of one run of the cell: its steps at the median ms/iter of finished runs of the same size in
-    the plan's out, else in any study under results/ (else 6·params·tokens at 1.3e10 FLOP/s, the eager rate of 2x64
-    on this 2-core CPU: pessimistic for larger models), plus 10% for evaluations and 30 s for start-up and the
-    whole-split evaluation."""
+    the plan's out, else in any study under results/ (else 6·params·tokens at the plan's flop_rate: 1.3e10 FLOP/s
+    is the eager rate of 2x64 on this 2-core CPU, pessimistic for larger models), plus 10% for evaluations and 30 s
+    for start-up and the whole-split evaluation."""
     import glob
     import json
     for where in (p["out"], os.path.join(H.HERE, "results")):  # this plan's runs of the size, else any study's
@@ -293,7 +293,8 @@ def run_seconds(p, cell):
         cfg = H.options_config([cell["config"], *p["extra"]])
         layers, width = H.parse_size(cell["size"]) if cell["size"] else (cfg["n_layer"], cfg["n_embd"])
         tokens = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"]
-        ms = [6 * (H.non_embedding_params(layers, width) + 2 * 256 * width) * tokens / 1.3e10 * 1000]
+        vocab = H.bench_setup(cell["config"])[1]["vocab_size"]
+        ms = [6 * (H.non_embedding_params(layers, width) + 2 * vocab * width) * tokens / p["flop_rate"] * 1000]
     return cell["iters"] * statistics.median(ms) / 1000 * 1.1 + 30
 
 

@@ -343,6 +343,13 @@ def test_the_dry_run_counts_finished_runs_and_estimates_the_rest(tmp_path, capsy
     assert printed.count("0 done") == 7
 
 
+def test_where_no_run_of_a_size_exists_the_dry_run_estimates_at_the_plans_flop_rate(tmp_path, capsys):
+    slow = study.main(["plans/multiplier_fineweb.py", f"--out={tmp_path}", "--dry_run"])
+    fast = study.main(["plans/multiplier_fineweb.py", f"--out={tmp_path}", "--dry_run", "--flop_rate=8e14"])
+    assert slow / 2 < fast < slow  # the steps' share halves; each run's start-up and evaluation stay
+    assert "fineweb 12x768 32" in capsys.readouterr().out
+
+
 def test_the_harness_is_shorter_than_the_four_scripts_it_replaced():
     """harness.py, study.py and the four plans that replaced sweep.py, ladder.py, study.py and graft.py (1,378 lines
     when the harness was asked for), less the analyses added since (the multiplier's: new work, not a replacement)."""
