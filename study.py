@@ -67,6 +67,7 @@ QUICK = {"sweep": {"max_iters": 8, "eval_interval": 4},
          "multiplier": {"sizes": ["1x16"], "iters": 8, "frontier": [1, 2], "lengths": [1], "bracket_seeds": [1, 2, 3],
                         "head_size": 16, "evals": 2, "bench_rounds": 2, "draws": 200, "replicates": 20},
          "graft": {"pretrain_iters": 20, "iters": 10, "eval_interval": 5}}
+UNREAD = {"graft": ("lrs", "max_extend", "refine", "tune_seed", "report_tune_seed", "history")}
 # bench.py's spec of each arm's block (curvature[:reference:residual], then overrides after the base config's own)
 BENCH = {BASELINE: ("euclidean", "smear=True"), "curved": ("free:prev_token:tangent", "smear=False:curvature_init=0.0"),
          "ngpt": ("euclidean", "smear=False:block=ngpt:tie_embeddings=False:zero_init_proj=False:attn_scale=0.0:"
@@ -83,8 +84,9 @@ GRAFT_ARMS = {"euclid": ["--curvature=euclidean"],
 
 
 def load(argv):
-    """(the plan's resolved settings, the config-file path): COMMON and its kind's keys, then the plan file, then the
-    --key=value overrides (a bare --flag is --flag=True), then --extra's train.py options appended to `extra`."""
+    """The plan's resolved settings: COMMON and its kind's keys, then the plan file, then the --key=value overrides (a
+    bare --flag is --flag=True), then --extra's train.py options appended to `extra`. A key its kind does not read
+    (UNREAD) is refused where the plan or the command line sets it."""
     extra = argv[argv.index("--extra") + 1:] if "--extra" in argv else []
     argv = argv[:argv.index("--extra")] if "--extra" in argv else argv
     files = [a for a in argv if not a.startswith("--")]
@@ -99,11 +101,15 @@ def load(argv):
         sys.exit(f"error: plan {files[0]} sets kind = {scope.get('kind')!r}: one of {sorted(KINDS)}")
     overrides = [a if "=" in a else f"{a}=True" for a in argv if a.startswith("--")]
     defaults = COMMON | KINDS[scope["kind"]]
+    explicit = set()
     try:
         quick = configure(defaults, [*files, *overrides])["quick"]
-        p = configure(defaults | (QUICK[scope["kind"]] if quick else {}), [*files, *overrides])
+        p = configure(defaults | (QUICK[scope["kind"]] if quick else {}), [*files, *overrides], explicit)
     except ConfigError as e:
         sys.exit(f"error: {e}")
+    unread = explicit & set(UNREAD.get(p["kind"], ()))
+    if unread:
+        sys.exit(f"error: {', '.join(sorted(unread))} does nothing in a {p['kind']} plan (it does not tune): remove it")
     if quick:  # the plan's own sizes and lengths give way to the tiny ones, unless the command line names them
         p |= {k: v for k, v in QUICK[p["kind"]].items() if f"--{k}" not in {o.split("=")[0] for o in overrides}}
         p["seeds"] = p["seeds"][:2]

@@ -44,7 +44,8 @@ def test_bad_plans_are_one_line_errors(tmp_path):
             (end, ["--tune_seed=1", "--seeds=[1, 2]"], "the tuning seed 1 is among the reported"),
             (end + "history = True\n", [], "--rebuild=DIR rebuilds"),
             ("kind = 'ladder'\nout = 'never'\nlength_size = ''\n", ["--sizes=['4by128']"], "a size is LAYERSxWIDTH"),
-            ("kind = 'ladder'\nout = 'never'\n", ["--iters=[1, 2]"], "one value or one per size")):
+            ("kind = 'ladder'\nout = 'never'\n", ["--iters=[1, 2]"], "one value or one per size"),
+            ("kind = 'graft'\nout = 'never'\n", ["--lrs=[1e-3]"], "lrs does nothing in a graft plan")):
         with pytest.raises(SystemExit, match=re.escape(msg)):
             study.main([plan(tmp_path, text), *argv])
         assert not (tmp_path / "never").exists()
