@@ -22,7 +22,7 @@ import math
 import random
 import statistics
 
-T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228]  # t(0.975, df) for df 1…10
+from harness import paired
 
 
 def monotone(points):
@@ -127,10 +127,7 @@ def percentile(values, level=0.95):
 def log_t(frontier, arm, steps):
     """(low, high): the 95% t-interval of the per-seed log multipliers, exponentiated. A seed's multiplier inverts
     the frontier at that seed where a point ran it, else at the point's mean."""
-    logs = [math.log(estimate(frontier, arm, steps, [s])[0]) for s in sorted(arm)]
-    n = len(logs)
-    mean, sd = statistics.mean(logs), statistics.stdev(logs)
-    half = T975[n - 2] * sd / math.sqrt(n)
+    mean, _, _, half = paired([math.log(estimate(frontier, arm, steps, [s])[0]) for s in sorted(arm)])
     return math.exp(mean - half), math.exp(mean + half)
 
 

@@ -120,9 +120,10 @@ def load(argv):
 
 def check(p):
     """One-line errors for a plan that cannot run, before any run."""
-    unknown = set(p["arms"]) - set(dict(H.ARMS)) - set(GRAFT_ARMS)
+    known = list(GRAFT_ARMS) if p["kind"] == "graft" else [a for a, _ in H.ARMS]
+    unknown = set(p["arms"]) - set(known)
     if unknown:
-        sys.exit(f"error: unknown arms {sorted(unknown)}; choose from {[a for a, _ in H.ARMS]}")
+        sys.exit(f"error: unknown arms {sorted(unknown)}; choose from {known}")
     if not p["out"]:
         sys.exit("error: the plan names no out folder (out = ...)")
     if p["tune_seed"] in p["seeds"] and not (p["history"] or p["report_tune_seed"]) and p["kind"] != "graft":
@@ -133,6 +134,8 @@ def check(p):
                  f"tables; to run it again, check out the commit its plan names")
     if p["kind"] in ("ladder", "end", "multiplier") and BASELINE not in p["arms"]:
         sys.exit(f"error: the arms must include the baseline {BASELINE}")
+    if p["kind"] == "end" and not p["blocks"]:
+        sys.exit("error: the plan names no blocks (blocks = ['CORPUS:SIZE:MULT', ...])")
     if p["kind"] == "ladder" and len(p["iters"]) not in (1, len(p["sizes"])):
         sys.exit(f"error: iters takes one value or one per size ({len(p['sizes'])})")
     if p["kind"] == "ladder" and p["length_size"] and p["length_size"] not in p["sizes"]:
@@ -261,10 +264,10 @@ def start_lrs(p, cell, arm, results):
 
 def dry_run(p):
     """Each cell's runs: finished, and those still to run with their estimated hours (tuning counted as its start
-    grid plus two refinements; seconds per run from finished runs of the same size, else from FLOPs at the rate this
-    2-core CPU sustains at 2x64)."""
+    grid plus two refinements; seconds per run: run_seconds, once per cell)."""
     total, rows = 0.0, []
     for cell in (cells(p) if p["kind"] != "graft" else []):
+        seconds = run_seconds(p, cell)
         for arm in cell["arms"]:
             folder = os.path.join(p["out"], cell["dir"], arm)
             finished = [d for d in (os.listdir(folder) if os.path.isdir(folder) else [])
@@ -274,7 +277,7 @@ def dry_run(p):
             planned = len(seeds) + (0 if start[0] == "best" else len(p["lrs"] if start == "grid" else [0] * 3) + 2)
             complete = all(any(d.endswith(f"-s{sd}") for d in finished) for sd in seeds)  # its seeds ran: done
             done, left = len(finished), 0 if complete else max(1, planned - len(finished))
-            hours = left * run_seconds(p, cell) / 3600
+            hours = left * seconds / 3600
             total += hours
             rows.append(f"  {cell['name'] or p['kind']:<24} {arm:<20} {cell['iters']:>6} iters  {done:>3} done  "
                         f"~{left:>2} to run  ~{hours:.2f} h")
@@ -574,23 +577,14 @@ def report_end(p, results, out):
     for c in done:
         key = (c["corpus"], c["size"])
         if key not in ratios:
-            names = (BASELINE, "curved", "ngpt", "ngpt-adamw")
-            if p["cost_ratios"]:
-                ms = [1.0, p["cost_ratios"][0], p["cost_ratios"][1], p["cost_ratios"][1]]
-            else:
-                spec, context = H.bench_setup(c["config"])
-                ms = H.compiled_ms(os.path.abspath(os.path.join(p["out"], "bench", f"{c['corpus']}-{c['size']}.json")),
-                                   [f"{BENCH[k][0]}:{spec}:{BENCH[k][1]}" for k in names], c["size"], p["head_size"],
-                                   context, p["device"], p["bench_rounds"], bool(p["rebuild"]))
-            ratios[key] = dict(zip(names, ms))
+            ratios[key] = cost_ratios(p, c["config"], c["corpus"], c["size"])
         arms = results[c["name"]]
         base = arms[BASELINE]["runs"]
         for arm, r in arms.items():
-            bench = arm if arm in BENCH else "curved"
             row = {"corpus": c["corpus"], "size": c["size"], "mult": c["mult"], "iters": c["iters"], "arm": arm,
                    "best_lr": r["best_lr"], "interior": r["interior"],
                    "loss": H.mean_std([H.reported(r["runs"][sd]) for sd in p["seeds"]]),
-                   "ratio": ratios[key][bench] / ratios[key][BASELINE]}
+                   "ratio": ratios[key][bench_key(arm)]}
             if arm != BASELINE:
                 row["steps"] = H.paired([H.reported(r["runs"][sd]) - H.reported(base[sd]) for sd in p["seeds"]])
                 # the curves' change at equal compiled cost (read anchored at val), moved to the reported split's level
@@ -647,6 +641,26 @@ def report_end(p, results, out):
     H.save_figure(fig, os.path.join(out, "study.png"))
     H.write_json(os.path.join(out, "study.json"), {"settings": p, "rows": rows, "runs": jsonable(results)})
     return rows
+
+
+def cost_ratios(p, config, corpus, size):
+    """{BENCH key: that block's compiled ms/iter ÷ the baseline's} at this size: harness.compiled_ms (BENCH's blocks
+    alternating in one process, OUT/bench/CORPUS-SIZE.json reused when it timed the same), or the plan's cost_ratios
+    (curved, nGPT: both of nGPT's recipes share its block's)."""
+    if p["cost_ratios"]:
+        ms = [1.0, p["cost_ratios"][0], p["cost_ratios"][1], p["cost_ratios"][1]]
+    else:
+        spec, context = H.bench_setup(config)
+        ms = H.compiled_ms(os.path.abspath(os.path.join(p["out"], "bench", f"{corpus}-{size}.json")),
+                           [f"{BENCH[k][0]}:{spec}:{BENCH[k][1]}" for k in BENCH], size, p["head_size"], context,
+                           p["device"], p["bench_rounds"], bool(p["rebuild"]))
+    costs = dict(zip(BENCH, ms))
+    return {k: v / costs[BASELINE] for k, v in costs.items()}
+
+
+def bench_key(arm):
+    """The BENCH block that times an arm: its own, else the curved block the curved arms share."""
+    return arm if arm in BENCH else "curved"
 
 
 def epochs(p, corpus, iters):
@@ -737,14 +751,7 @@ def report_multiplier(p, results, out):
     todo, rows = [c for c in cells(p) if c["name"] in results], []
     for size in dict.fromkeys(c["size"] for c in todo):
         mine = [c for c in todo if c["size"] == size]
-        if p["cost_ratios"]:
-            ms = [1.0, p["cost_ratios"][0], p["cost_ratios"][1], p["cost_ratios"][1]]
-        else:
-            spec, context = H.bench_setup(mine[0]["config"])
-            ms = H.compiled_ms(os.path.abspath(os.path.join(p["out"], "bench", f"{p['corpus']}-{size}.json")),
-                               [f"{BENCH[k][0]}:{spec}:{BENCH[k][1]}" for k in BENCH], size, p["head_size"], context,
-                               p["device"], p["bench_rounds"], bool(p["rebuild"]))
-        ratios = dict(zip(BENCH, ms))
+        ratios = cost_ratios(p, mine[0]["config"], p["corpus"], size)
         front = {c["iters"]: {sd: H.reported(s) for sd, s in results[c["name"]][BASELINE]["runs"].items()}
                  for c in mine if BASELINE in results[c["name"]]}
         means = sorted((n, statistics.mean(v.values())) for n, v in front.items())
@@ -756,7 +763,7 @@ def report_multiplier(p, results, out):
             for arm, r in results[c["name"]].items():
                 arm_loss = {sd: H.reported(s) for sd, s in r["runs"].items()}
                 m, flag = F.estimate(front, arm_loss, c["iters"])
-                ratio = ratios[arm if arm in BENCH else "curved"] / ratios[BASELINE]
+                ratio = ratios[bench_key(arm)]
                 row = {"size": size, "mult": c["mult"], "iters": c["iters"], "arm": arm, "best_lr": r["best_lr"],
                        "interior": r["interior"], "seeds": sorted(arm_loss), "loss": H.mean_std(list(arm_loss.values())),
                        "multiplier": m, "flag": flag, "ratio": ratio, "per_cost": m / ratio, "flops_per_token": flops}

@@ -46,7 +46,7 @@ def imported_modules(name):
     ("accuracy", {"geometry"}),
     ("analyze", {"geometry", "loader", "runtime"}),
     ("harness", {"train", "configurator"}),
-    ("frontier", set()),  # the compute multiplier's analysis: numbers in, numbers out  # runs train.py in subprocesses; resolves their options with its defaults
+    ("frontier", {"harness"}),  # the compute multiplier's analysis: numbers in, numbers out (harness: the t-interval)  # runs train.py in subprocesses; resolves their options with its defaults
     ("study", {"harness", "frontier", "configurator", "loader", "export", "runtime"}),  # the driver (loader: meta; the graft's
     # export of its pretrain)
 ])

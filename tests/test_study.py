@@ -45,7 +45,10 @@ def test_bad_plans_are_one_line_errors(tmp_path):
             (end + "history = True\n", [], "--rebuild=DIR rebuilds"),
             ("kind = 'ladder'\nout = 'never'\nlength_size = ''\n", ["--sizes=['4by128']"], "a size is LAYERSxWIDTH"),
             ("kind = 'ladder'\nout = 'never'\n", ["--iters=[1, 2]"], "one value or one per size"),
-            ("kind = 'graft'\nout = 'never'\n", ["--lrs=[1e-3]"], "lrs does nothing in a graft plan")):
+            ("kind = 'graft'\nout = 'never'\n", ["--lrs=[1e-3]"], "lrs does nothing in a graft plan"),
+            ("kind = 'graft'\nout = 'never'\n", ["--arms=['euclid', 'ngpt']"], "unknown arms ['ngpt']"),
+            (end + "blocks = ['pycode:2x64:1:euclid+smear,share']\n", [], "unknown arms ['share']"),
+            (end, [], "the plan names no blocks")):
         with pytest.raises(SystemExit, match=re.escape(msg)):
             study.main([plan(tmp_path, text), *argv])
         assert not (tmp_path / "never").exists()
