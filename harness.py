@@ -29,6 +29,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ARMS = [  # (name, overrides): the modern block, the same optimizer for all; smear set explicitly in every arm
     ("euclid", ["--curvature=euclidean", "--smear=False"]),
     ("euclid+smear", ["--curvature=euclidean", "--smear=True"]),
+    # the baseline decayed linearly to zero (Bergsma et al. 2025) instead of the plan's schedule: these follow the
+    # schedule's options, so they win
+    ("euclid+smear+linear0", ["--curvature=euclidean", "--smear=True", "--decay_shape=linear", "--min_lr=0.0"]),
     ("zero-prev-tangent", ["--curvature=zero", "--reference=prev_token", "--residual=tangent", "--smear=False"]),
     ("hyp-prev-tangent", ["--curvature=hyperbolic", "--reference=prev_token", "--residual=tangent", "--smear=False"]),
     ("hyp-prev-tangent+smear", ["--curvature=hyperbolic", "--reference=prev_token", "--residual=tangent",
@@ -123,10 +126,10 @@ NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run
 # the digest recorded before NOT_COMPUTED grew kept these keys; such a record is compared by the old rule
 OLD_NOT_COMPUTED = ("out_dir", "overwrite", "wandb_log", "wandb_project", "wandb_run_name")
 # options a record may lack, each with the value its run had: options added after runs were recorded, at the value
-# that reproduces the code before them (sampler, decay_shape), and always_save_checkpoint, which the yardstick's
-# first records left out (written by a sweep whose NOT_COMPUTED briefly held it; each ran at the default, True)
-LEGACY = {"sampler": "random", "decay_shape": "cosine", "always_save_checkpoint": True}
-ADDED = ("sampler", "decay_shape")  # the LEGACY options that postdate the old rule's hashes
+# that reproduces the code before them (sampler, decay_shape, threads), and always_save_checkpoint, which the
+# yardstick's first records left out (written by a sweep whose NOT_COMPUTED briefly held it; each ran at the default)
+LEGACY = {"sampler": "random", "decay_shape": "cosine", "threads": 0, "always_save_checkpoint": True}
+ADDED = ("sampler", "decay_shape", "threads")  # the LEGACY options that postdate the old rule's hashes
 
 
 def resolved_options(cfg, drop=NOT_COMPUTED):

@@ -275,7 +275,9 @@ class Process:
 
 
 def init_process(cfg):
-    """Single process, or (under torchrun) join the process group."""
+    """Single process, or (under torchrun) join the process group; with cfg['threads'] > 0, that many CPU threads."""
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
     dev = resolve_device(cfg["device"])
     if cfg["backend"] == "nccl" and not (dev.startswith("cuda") and torch.distributed.is_nccl_available()):
         raise ConfigError("backend='nccl' needs CUDA GPUs and a torch built with NCCL; use --backend=gloo (or auto)")

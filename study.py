@@ -38,7 +38,8 @@ from configurator import ConfigError, configure
 BASELINE = "euclid+smear"
 COMMON = {"kind": "", "out": "", "device": "cpu", "on_code_change": "stop", "dry_run": False, "rebuild": "",
           "quick": False, "history": False, "arms": [BASELINE], "lrs": [3e-3, 1e-2, 3e-2], "max_extend": 2,
-          "refine": True, "tune_seed": 1337, "seeds": [1, 2, 3], "report_tune_seed": False, "extra": []}
+          "refine": True, "tune_seed": 1337, "seeds": [1, 2, 3], "report_tune_seed": False, "extra": [],
+          "workers": 1, "threads": 0}
 KINDS = {
     "sweep": {"base": "config/train_shakespeare_char_modern.py", "max_iters": 600, "eval_interval": 50,
               "full_eval": True, "flop_rate": 1.3e10},
@@ -158,7 +159,7 @@ def blocks(p):
 
 def cells(p):
     """The plan's cells, in order: {name, dir, config, size, iters, eval_interval, flags, arms, start}, where start
-    is how an arm's rate is found: 'grid' (tune from lrs), ('after', name) (tune from the √2 grid around that cell's
+    is how an arm's rate is found: ('grid', None) (tune from lrs), ('after', name) (tune from the √2 grid around that cell's
     best for the arm), ('best', name) (no tuning: that cell's best), or ('prior', lr)."""
     if p["kind"] == "sweep":
         return [{"name": "", "dir": "", "config": p["base"], "size": None, "iters": p["max_iters"],
@@ -191,7 +192,7 @@ def cells(p):
             shorter = [(m, n) for (c, s, a), pts in seen.items() if (c, s, a) == (corpus, size, arm)
                        for m, n in pts if m < mult]
             prior = p["prior"].get(f"{corpus} {size}", {}).get(arm)
-            start[arm] = ("after", max(shorter)[1]) if shorter else ("prior", prior) if prior else "grid"
+            start[arm] = ("after", max(shorter)[1]) if shorter else ("prior", prior) if prior else ("grid", None)
             seen.setdefault((corpus, size, arm), []).append((mult, name))
         iters = p["iters"] * mult
         H.size_options(size, p["head_size"])
@@ -234,7 +235,7 @@ def run(p, cell, arm, lr, seed):
         return H.read_summary(out_dir)
     options = [cell["config"], *(H.size_options(cell["size"], p["head_size"]) if cell["size"] else []),
                *H.schedule(lr, cell["iters"], cell["eval_interval"], p.get("schedule", "cosine")), f"--seed={seed}",
-               f"--device={p['device']}",
+               f"--device={p['device']}", *([f"--threads={p['threads']}"] if p["threads"] else []),
                *cell["flags"], *dict(H.ARMS)[arm], *p["extra"]]
     label = f"{cell['name'] or p['kind']} {arm} lr={lr:g} seed={seed}".strip()
     return H.train_run(out_dir, options, label, keep_checkpoint=p["kind"] == "sweep",
@@ -244,7 +245,7 @@ def run(p, cell, arm, lr, seed):
 def tune_cell(p, cell, arm, results):
     """{grid, best_lr, interior, runs: {seed: summary}}: the arm's rate found as cell['start'] says, then the
     reported seeds at it."""
-    start = cell["start"].get(arm, "grid")
+    start = cell["start"].get(arm, ("grid", None))
     if start[0] == "best":
         best, grid, interior = results[start[1]][arm]["best_lr"], {}, True
     else:
@@ -257,7 +258,7 @@ def tune_cell(p, cell, arm, results):
 
 
 def start_lrs(p, cell, arm, results):
-    start = cell["start"].get(arm, "grid")
+    start = cell["start"].get(arm, ("grid", None))
     previous = results[start[1]][arm]["best_lr"] if start[0] == "after" else start[1] if start[0] == "prior" else None
     return H.start_grid(previous, p["lrs"])
 
@@ -272,30 +273,42 @@ def dry_run(p):
             folder = os.path.join(p["out"], cell["dir"], arm)
             finished = [d for d in (os.listdir(folder) if os.path.isdir(folder) else [])
                         if os.path.exists(os.path.join(folder, d, "summary.json"))]
-            start = cell["start"].get(arm, "grid")
+            start = cell["start"].get(arm, ("grid", None))
             seeds = cell.get("seeds", {}).get(arm, p["seeds"])
-            planned = len(seeds) + (0 if start[0] == "best" else len(p["lrs"] if start == "grid" else [0] * 3) + 2)
+            tuning = 0 if start[0] == "best" else (len(p["lrs"]) if start[0] == "grid" else 3) + 2
+            planned = len(seeds) + tuning
             complete = all(any(d.endswith(f"-s{sd}") for d in finished) for sd in seeds)  # its seeds ran: done
             done, left = len(finished), 0 if complete else max(1, planned - len(finished))
             hours = left * seconds / 3600
             total += hours
             rows.append(f"  {cell['name'] or p['kind']:<24} {arm:<20} {cell['iters']:>6} iters  {done:>3} done  "
                         f"~{left:>2} to run  ~{hours:.2f} h")
+    workers = max(1, p["workers"])
     print(f"plan {p['out']} ({p['kind']}): tuning seed {p['tune_seed']}, reported seeds {p['seeds']}")
-    print("\n".join(rows) + f"\nestimated: {total:.1f} h still to run, one run at a time on this machine")
-    return total
+    print("\n".join(rows) + f"\nestimated: {total / workers:.1f} h still to run on this machine ("
+          + ("one run at a time" if workers == 1 else f"{total:.1f} h of runs, {workers} at a time, "
+             f"{p['threads'] or 'default'} thread(s) each") + ")")
+    return total / workers
 
 
 def run_seconds(p, cell):
-    """Estimated seconds of one run of the cell: its steps at the median ms/iter of finished runs of the same size in
-    the plan's out, else in any study under results/ (else 6·params·tokens at the plan's flop_rate: 1.3e10 FLOP/s
+    """Estimated seconds of one run of the cell: its steps at the median ms/iter of finished runs of the same size
+    and thread count (the plan's `threads`: runs side by side step slower each) in the plan's out, else in any study
+    under results/, else at any thread count (else 6·params·tokens at the plan's flop_rate: 1.3e10 FLOP/s
     is the eager rate of 2x64 on this 2-core CPU, pessimistic for larger models), plus 10% for evaluations and 30 s
     for start-up and the whole-split evaluation."""
     import glob
     import json
-    for where in (p["out"], os.path.join(H.HERE, "results")):  # this plan's runs of the size, else any study's
-        ms = [json.load(open(f))["ms_per_iter"] for f in glob.glob(os.path.join(where, "**", "summary.json"),
-                                                                      recursive=True) if f"/{cell['size']}" in f]
+    want = f"--threads={p['threads']}" if p["threads"] else None
+
+    def found(where, any_threads=False):
+        runs = [json.load(open(f)) for f in glob.glob(os.path.join(where, "**", "summary.json"), recursive=True)
+                if f"/{cell['size']}" in f]
+        return [r for r in runs if any_threads or next((o for o in r.get("options", []) if o.startswith("--threads=")),
+                                                       None) == want]
+    studies = os.path.join(H.HERE, "results")
+    for runs in (found(p["out"]), found(studies), found(studies, any_threads=True)):
+        ms = [r["ms_per_iter"] for r in runs]
         if ms:
             break
     if not ms:
@@ -316,20 +329,82 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     if p["kind"] == "graft":
         return REPORTS["graft"](p, graft(p), out)
-    results = {}
-    for i, cell in enumerate(todo):
-        results[cell["name"]] = {arm: tune_cell(p, cell, arm, results) for arm in cell["arms"]}
-        if p["kind"] == "multiplier" and (i + 1 == len(todo) or todo[i + 1]["size"] != cell["size"]):
-            bracket(p, [c for c in todo if c["size"] == cell["size"]], results)
-        if p["kind"] in ("end", "multiplier"):  # every finished block (or size) is a result: the tables so far
-            rows = REPORTS[p["kind"]](p, results, out)
-    return rows if p["kind"] in ("end", "multiplier") else REPORTS[p["kind"]](p, results, out)
+    if p["kind"] in ("end", "multiplier") and not p["rebuild"]:  # timed first, while no training shares the machine
+        for c in todo:
+            cost_ratios(p, c["config"], c["corpus"], c["size"])
+    progressive, tables = p["kind"] in ("end", "multiplier"), []  # each finished block (or size): the tables so far
+    results = execute(p, todo, (lambda done: tables.append(REPORTS[p["kind"]](p, done, out))) if progressive else None)
+    return tables[-1] if progressive else REPORTS[p["kind"]](p, results, out)
+
+
+def execute(p, todo, report=None):
+    """{cell name: {arm: tune_cell's result}} for every cell, `workers` units at a time, earlier ones in the plan
+    first. A unit is an arm's tuning and seeds in a cell (it starts once the cell it starts from has that arm's best
+    rate) or, in a multiplier plan, one bracket seed (bracket: once every cell of its size is done). Runs are
+    subprocesses, so a thread waits for each. report(the finished cells, in the plan's order) follows each unit that
+    completes a prefix of the plan: a cell, or in a multiplier plan a size with its bracket seeds."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    results = {c["name"]: {} for c in todo}
+    waiting = [("tune", c, arm) for c in todo for arm in c["arms"]]
+    for size in dict.fromkeys(c["size"] for c in todo) if p["kind"] == "multiplier" else []:
+        waiting.insert(max(i for i, w in enumerate(waiting) if w[1]["size"] == size) + 1, ("bracket", size, None))
+    running, reported = {}, 0
+
+    def ready(unit):
+        kind, c, arm = unit
+        if kind == "tune":
+            start = c["start"].get(arm, ("grid", None))
+            return start[0] not in ("after", "best") or arm in results[start[1]]
+        return kind == "seed" or not any(u[0] == "tune" and u[1]["size"] == c for u in [*waiting, *running.values()])
+    pool, workers = ThreadPoolExecutor(max(1, p["workers"])), max(1, p["workers"])
+    size_of = lambda u: u[1] if u[0] == "bracket" else u[1]["size"]  # noqa: E731
+    while waiting or running:
+        unit = next((u for u in waiting if ready(u)), None)
+        if unit and unit[0] == "bracket":  # becomes its seeds' units, in its place
+            i = waiting.index(unit)
+            waiting[i:i + 1] = [("seed", c, sd) for c, sd in bracket(p, [c for c in todo if c["size"] == unit[1]],
+                                                                     results)]
+            continue
+        if unit and len(running) < workers:
+            waiting.remove(unit)
+            kind, c, x = unit
+            job = (tune_cell, p, c, x, results) if kind == "tune" else (
+                run, p, c, BASELINE, results[c["name"]][BASELINE]["best_lr"], x)
+            running[pool.submit(*job)] = unit
+            continue
+        if not running:
+            sys.exit(f"error: no unit of the plan can start: {[(u[0], u[1]['name'], u[2]) for u in waiting]}")
+        for future in wait(running, return_when=FIRST_COMPLETED)[0]:
+            kind, c, x = running.pop(future)
+            try:
+                value = future.result()
+            except BaseException as e:
+                if running:
+                    print(f"{e}\n(waiting for the {len(running)} run(s) in progress to finish: they are kept)",
+                          flush=True)
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            if kind == "tune":
+                results[c["name"]][x] = value
+            else:
+                results[c["name"]][BASELINE]["runs"][x] = value
+        pending = {size_of(u) for u in [*waiting, *running.values()]} if p["kind"] == "multiplier" else set()
+        done = 0
+        while done < len(todo) and set(results[todo[done]["name"]]) == set(todo[done]["arms"]) and \
+                todo[done]["size"] not in pending:
+            done += 1
+        if report and done > reported:
+            reported = done
+            report({c["name"]: results[c["name"]] for c in todo[:done]})
+    pool.shutdown()
+    return results
 
 
 def bracket(p, size_cells, results):
-    """The baseline's frontier points that bracket each arm's loss at its longest length get the arm's seeds too
-    (bracket_seeds, at the rate they were tuned to), so that the interval there is paired seed by seed."""
-    base = [c for c in size_cells if BASELINE in c["arms"]]
+    """[(cell, seed)]: the runs that give the baseline's frontier points bracketing each arm's loss at its longest
+    length the arm's seeds too (bracket_seeds, at the rate each point was tuned to), so that the interval there is
+    paired seed by seed."""
+    base, todo = [c for c in size_cells if BASELINE in c["arms"]], []
     for c in size_cells:
         for arm, seeds in c["seeds"].items():
             loss = statistics.mean(H.reported(results[c["name"]][arm]["runs"][sd]) for sd in seeds)
@@ -337,8 +412,9 @@ def bracket(p, size_cells, results):
                       for b in base]
             near = next(([x, y] for x, y in zip(points, points[1:]) if x[1] >= loss >= y[1]), None)
             for b, _ in near or [min(points, key=lambda pt: abs(pt[1] - loss))]:
-                r = results[b["name"]][BASELINE]
-                r["runs"].update({sd: run(p, b, BASELINE, r["best_lr"], sd) for sd in seeds if sd not in r["runs"]})
+                todo += [(b, sd) for sd in seeds if sd not in results[b["name"]][BASELINE]["runs"]
+                         and (b, sd) not in todo]
+    return todo
 
 
 # ----------------------------------------------------------------------------- the graft
@@ -659,7 +735,9 @@ def cost_ratios(p, config, corpus, size):
 
 
 def bench_key(arm):
-    """The BENCH block that times an arm: its own, else the curved block the curved arms share."""
+    """The BENCH block that times an arm: its own (a schedule variant's: its block's), else the curved block the
+    curved arms share."""
+    arm = arm.removesuffix("+linear0")
     return arm if arm in BENCH else "curved"
 
 
@@ -811,17 +889,18 @@ def write_multiplier(p, rows, out):
     H.write_text(os.path.join(out, "multiplier.md"), lines)
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     arms = list(dict.fromkeys(r["arm"] for r in rows))
-    fig, axes = H.figure(len(sizes), sharey=False)
-    for ax, size in zip(axes, sizes):
-        for i, arm in enumerate(arms):
-            pts = sorted((r["iters"], r["loss"][0], r["loss"][1]) for r in rows if r["size"] == size and r["arm"] == arm)
+    fig, axes = H.figure(2 * len(sizes), sharey=False)
+    for k, (ax, size) in enumerate(zip(axes, [s_ for s_ in sizes for _ in (0, 1)])):
+        for i, arm in enumerate(arms):  # by steps, then by compiled cost: steps × the arm's compiled ms/iter ratio
+            pts = sorted((r["iters"] * (r["ratio"] if k % 2 else 1), r["loss"][0], r["loss"][1]) for r in rows
+                         if r["size"] == size and r["arm"] == arm)
             if pts:
                 xs, ys, sd = zip(*pts)
                 ax.errorbar(xs, ys, yerr=sd, marker="o", capsize=3, color=f"C{i}", ls="-" if arm == BASELINE else "",
                             label=arm + (" (frontier)" if arm == BASELINE else ""))
         ax.set_xscale("log")
-        ax.set(title=f"{size}: loss at the end of each run", xlabel="training steps (each run fully decayed)",
-               ylabel="test loss, mean ± std over seeds")
+        ax.set(title=f"{size}: loss at the end of each run", ylabel="test loss, mean ± std over seeds",
+               xlabel="compiled cost (the baseline's compiled steps)" if k % 2 else "training steps (fully decayed)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     H.save_figure(fig, os.path.join(out, "multiplier_frontier.png"))

@@ -91,6 +91,7 @@ compile = False  # torch.compile the model
 backend = "auto"  # DDP backend: 'auto' (nccl on CUDA, gloo on CPU), 'nccl', 'gloo'
 seed = 1337
 peak_flops = 0.0  # the accelerator's peak FLOP/s, for MFU in the logs; 0 leaves MFU out
+threads = 0  # CPU threads of this process (torch.set_num_threads; 0: torch's default). Changes the float sums' order
 # -----------------------------------------------------------------------------
 DEFAULTS = MODEL_DEFAULTS | {k: v for k, v in dict(globals()).items()
                              if not k.startswith("_") and type(v) in (bool, int, float, str)}
@@ -104,7 +105,7 @@ def validate(cfg):
         if cfg[key] <= 0:
             raise ConfigError(f"{key} must be positive, got {cfg[key]}")
     for key in ("max_iters", "warmup_iters", "grad_clip", "weight_decay", "min_lr", "curvature_lr_mult", "peak_flops",
-                "eval_full_tokens"):
+                "eval_full_tokens", "threads"):
         if cfg[key] < 0:
             raise ConfigError(f"{key} must be ≥ 0, got {cfg[key]}")
     if cfg["learning_rate"] <= 0:
@@ -241,8 +242,7 @@ def build_model(cfg, data, ckpt_path, explicit, device):
     model_args = {k: cfg[k] for k in MODEL_KEYS} | {"vocab_size": data.meta["vocab_size"] if data.meta else 50304}
     if cfg["init_from"] == "resume":
         ckpt = load_checkpoint(ckpt_path, map_location=device)
-        # the architecture may come from the checkpoint (a fine-tuned GPT-2's sizes are in no config); what was set
-        # must agree with it
+        # the architecture comes from the checkpoint where not set (a fine-tuned GPT-2's sizes are in no config)
         arch = {k: ckpt["model_args"][k] for k in pretrained.ARCH_KEYS if k not in explicit and k in ckpt["model_args"]}
         check_resume_compatible(ckpt["model_args"], cfg | arch, ckpt_path)
         check_vocab_compatible(ckpt, data.vocab, data.meta, ckpt_path)

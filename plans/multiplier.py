@@ -21,4 +21,6 @@ max_extend = 4
 tune_seed = 1337
 seeds = [1, 2]
 bracket_seeds = [1, 2, 3, 4, 5]
+workers = 2  # two single-threaded runs side by side: measured sooner than one 2-thread run after another
+threads = 1
 extra = ["--eval_iters=10"]

@@ -165,7 +165,8 @@ def test_a_failed_save_is_one_line_and_keeps_the_last_checkpoint(char_data, tmp_
 # ----------------------------------------------------------------------------- options
 
 
-@pytest.mark.parametrize("key, value", [("grad_clip", -1.0), ("weight_decay", -0.1), ("min_lr", -1e-4)])
+@pytest.mark.parametrize("key, value", [("grad_clip", -1.0), ("weight_decay", -0.1), ("min_lr", -1e-4),
+                                        ("threads", -1)])
 def test_negative_options_are_errors(char_data, tmp_path, key, value):
     assert run_error(tiny_args(char_data, tmp_path, **{key: value})) == f"error: {key} must be ≥ 0, got {value}"
 

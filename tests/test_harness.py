@@ -70,7 +70,8 @@ def test_a_record_from_before_an_option_existed_matches_at_the_options_legacy_va
     # the digest as recorded before the sampler existed: every option but the five output ones and κ₀, hashed
     cfg = configure(train.DEFAULTS, options)
     old = {k: v for k, v in cfg.items() if k not in ("out_dir", "overwrite", "wandb_log", "wandb_project",
-                                                      "wandb_run_name", "curvature_init", "sampler", "decay_shape")}
+                                                      "wandb_run_name", "curvature_init", "sampler", "decay_shape",
+                                                      "threads")}
     record = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:16]
     assert H.same_options(record, H.resolved(options))  # the sampler at 'random' is what ran then
     assert H.same_options(record, H.resolved([*options, "--sampler=random"]))
@@ -87,6 +88,9 @@ def test_a_record_from_before_an_option_existed_matches_at_the_options_legacy_va
     older = {"options": {k: v for k, v in new["options"].items() if k != "decay_shape"}}  # before decay_shape
     assert H.same_options(older, H.resolved(options))
     assert not H.same_options(older, H.resolved([*options, "--decay_shape=linear"]))
+    before_threads = {"options": {k: v for k, v in new["options"].items() if k != "threads"}}  # ran at torch's default
+    assert H.same_options(before_threads, H.resolved(options))
+    assert not H.same_options(before_threads, H.resolved([*options, "--threads=1"]))
 
 
 BASE = [(0, 0.0, 4.0), (10, 1.0, 3.0), (20, 2.0, 2.0)]  # (iter, wall-clock s, val loss)

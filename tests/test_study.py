@@ -59,9 +59,64 @@ def test_a_block_may_name_its_own_arms_and_a_longer_one_starts_from_the_shorter_
                                "['pycode:2x64:1', 'pycode:2x64:16:euclid+smear,free-prev-tangent']\n")])
     cells = study.cells(p)
     assert [c["arms"] for c in cells] == [["euclid+smear", "ngpt"], ["euclid+smear", "free-prev-tangent"]]
-    assert cells[1]["start"] == {"euclid+smear": ("after", "pycode 2x64 1"), "free-prev-tangent": "grid"}
+    assert cells[1]["start"] == {"euclid+smear": ("after", "pycode 2x64 1"), "free-prev-tangent": ("grid", None)}
     assert cells[1]["iters"] == 9600 and cells[1]["dir"] == "pycode/2x64-x16"
     assert "--sampler=epoch" in cells[1]["flags"] and "--eval_full=True" in cells[1]["flags"]
+
+
+def scripted_runs(monkeypatch):
+    """study.run replaced by a script: a loss that is a bowl in log rate, lower for longer cells, plus a little per
+    seed; each run a short sleep. Returns the log of ('start'|'end', cell, arm, lr, seed) and the peak concurrency."""
+    import threading
+    import time
+    log, lock, state = [], threading.Lock(), {"active": 0, "peak": 0}
+
+    def run(p, cell, arm, lr, seed):
+        with lock:
+            state["active"] += 1
+            state["peak"] = max(state["peak"], state["active"])
+            log.append(("start", cell["name"], arm, lr, seed))
+        time.sleep(0.02)
+        loss = 1.5 + math.log(lr / (0.006 if arm == "euclid+smear" else 0.012)) ** 2 - 0.05 * cell["mult"] + 0.01 * seed
+        with lock:
+            state["active"] -= 1
+            log.append(("end", cell["name"], arm, lr, seed))
+        return {"evals": [(0, 0.0, 4.0), (cell["iters"], 1.0, loss)], "final": loss, "test": loss + 0.02,
+                "kappa": {}, "ms_per_iter": 1.0}
+    monkeypatch.setattr(study, "run", run)
+    return log, state
+
+
+def test_workers_run_units_side_by_side_in_order_and_give_the_one_at_a_time_results(tmp_path, monkeypatch):
+    log, state = scripted_runs(monkeypatch)
+    p = study.load([plan(tmp_path, f"kind = 'end'\nout = '{tmp_path}'\narms = ['euclid+smear', 'ngpt']\nblocks = "
+                                   "['pycode:2x64:1', 'pycode:2x64:4', 'pycode:2x32:1']\nlrs = [0.003, 0.01]\n")])
+    todo = study.cells(p)
+    one = study.execute(p, todo)
+    assert state["peak"] == 1
+    log.clear()
+    reports = []
+    two = study.execute(p | {"workers": 2}, todo, lambda r: reports.append(list(r)))
+    assert two == one and state["peak"] == 2
+    for arm in ("euclid+smear", "ngpt"):  # the 4× cell starts from the 1× cell's best: only once that is known
+        last_short = max(i for i, e in enumerate(log) if e[:3] == ("end", "pycode 2x64 1", arm))
+        first_long = min(i for i, e in enumerate(log) if e[:3] == ("start", "pycode 2x64 4", arm))
+        assert last_short < first_long
+        best = one["pycode 2x64 1"][arm]["best_lr"]
+        assert best in one["pycode 2x64 4"][arm]["grid"]
+    names = [c["name"] for c in todo]
+    assert reports and all(r == names[:len(r)] for r in reports) and reports[-1] == names  # prefixes, in order
+    # a multiplier plan's bracket seeds run as units too, after every cell of their size
+    log.clear()
+    m = study.load([plan(tmp_path, f"kind = 'multiplier'\nout = '{tmp_path}'\nsizes = ['2x32']\nfrontier = [1, 2, 4]\n"
+                                   "lengths = [1, 2]\narms = ['euclid+smear', 'ngpt']\nlrs = [0.003, 0.01]\n"
+                                   "seeds = [1]\nbracket_seeds = [1, 2, 3]\n", "m.py")])
+    one = study.execute(m, study.cells(m))
+    two = study.execute(m | {"workers": 2}, study.cells(m))
+    assert two == one and state["peak"] == 2
+    assert sorted(one["pycode 2x32 2"]["ngpt"]["runs"]) == [1, 2, 3]  # the arm's longest length
+    bracketing = [n for n, r in one.items() if sorted(r["euclid+smear"]["runs"]) == [1, 2, 3]]
+    assert bracketing and all(sorted(r["euclid+smear"]["runs"]) in ([1], [1, 2, 3]) for r in one.values())
 
 
 def test_end_rows_by_hand(tmp_path):
@@ -356,10 +411,11 @@ def test_where_no_run_of_a_size_exists_the_dry_run_estimates_at_the_plans_flop_r
 
 def test_the_harness_is_shorter_than_the_four_scripts_it_replaced():
     """harness.py, study.py and the four plans that replaced sweep.py, ladder.py, study.py and graft.py (1,378 lines
-    when the harness was asked for), less the analyses added since (the multiplier's: new work, not a replacement)."""
+    when the harness was asked for), less what was added since (the multiplier's analysis and `execute`, which runs
+    units side by side: new work, not a replacement)."""
     import ast
     source = open(os.path.join(ROOT, "study.py")).read()
     added = sum(n.end_lineno - n.lineno + 3 for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)
-                and (n.name in ("bracket", "multiplier_cells") or "multiplier" in n.name))  # 2 blank lines each
+                and (n.name in ("bracket", "multiplier_cells", "execute") or "multiplier" in n.name))  # 2 blanks each
     files = ["harness.py", "study.py", *[os.path.join("plans", f"{n}.py") for n in ("sweep", "ladder", "end", "graft")]]
     assert sum(len(open(os.path.join(ROOT, f)).read().splitlines()) for f in files) - added < 1378

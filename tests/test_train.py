@@ -264,6 +264,18 @@ def test_eval_only_checkpoint_policy_mfu_and_no_clip(char_data, tmp_path):
     assert ck["iter_num"] == best_iter and ck["val_loss"] == evals[best_iter]
 
 
+def test_threads_sets_the_process_cpu_threads(char_data, tmp_path):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        train.main(tiny_args(char_data, tmp_path / "r", eval_only=True, threads=1))
+        assert torch.get_num_threads() == 1
+        train.main(tiny_args(char_data, tmp_path / "r", eval_only=True))  # 0: torch's default, left as it is
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_data_random_start_needs_shards(char_data, tmp_path):
     assert "data_random_start applies to sharded datasets only" in run_error(
         tiny_args(char_data, tmp_path, data_random_start=True))
