@@ -169,7 +169,8 @@ TINY = ["--eval_iters=2", "--batch_size=4", "--block_size=16", "--log_interval=2
 def test_quick_sweep_picks_each_arms_best_rate_and_reports_equal_steps_and_wall_clock(char_data, tmp_path, capsys):
     out = tmp_path / "sweep"
     argv = ["plans/sweep.py", "--quick", f"--out={out}", "--lrs=[1e-3, 3e-2]", "--seeds=[1337, 1]",
-            "--arms=['euclid', 'hyp-prev-tangent']", "--max_extend=0", "--refine=False", "--extra",
+            "--arms=['euclid', 'hyp-prev-tangent']", "--max_extend=0", "--refine=False", "--workers=2", "--threads=1",
+            "--extra",
             "--n_layer=1", "--n_embd=32", "--n_head=2", *TINY, f"--data_dir={char_data}"]
     rows = study.main(argv)
     saved = json.loads((out / "sweep.json").read_text())
@@ -193,7 +194,7 @@ def test_quick_ladder_tables_follow_from_its_runs(char_data, tmp_path, capsys):
     out = tmp_path / "ladder"
     argv = ["plans/ladder.py", "--quick", f"--out={out}", "--lrs=[1e-2, 3e-2]", "--max_extend=0", "--full_eval=True",
             "--arms=['euclid+smear']", "--free_sizes=['1x16']", "--length_arms=['euclid+smear', 'free-prev-tangent']",
-            "--cost_ratios=[1.25, 0.8]",
+            "--cost_ratios=[1.25, 0.8]", "--workers=2", "--threads=1",
             "--extra", *TINY, f"--data_dir={char_data}"]
     rows = study.main(argv)
     saved = json.loads((out / "ladder.json").read_text())
@@ -238,7 +239,7 @@ def test_quick_end_study_tunes_every_arm_per_block_and_resumes(char_data, pycode
     out = tmp_path / "study"
     arms = ["euclid+smear", "ngpt-adamw"]  # nGPT's recipe: its own optimizer and schedule (curved arms: the ladder)
     argv = [plan(tmp_path, "kind = 'end'\n"), "--quick", f"--out={out}", "--lrs=[1e-2]", "--max_extend=0",
-            "--cost_ratios=[1.25, 0.9]", f"--arms={arms}",
+            "--cost_ratios=[1.25, 0.9]", f"--arms={arms}", "--workers=2", "--threads=1",  # two at a time, as studies run
             f"--data_dirs={{'shakespeare_char': '{char_data}', 'pycode': '{pycode_data}'}}", "--extra", *TINY]
     rows = study.main(argv)
     saved = json.loads((out / "study.json").read_text())
