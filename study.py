@@ -51,11 +51,12 @@ KINDS = {
     "end": {"corpora": {"shakespeare_char": "config/train_shakespeare_char_modern.py",
                         "pycode": "config/train_pycode_modern.py"},
             "blocks": [], "iters": 600, "evals": 12, "head_size": 32, "data_dirs": {}, "cost_ratios": None,
-            "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine", "flop_rate": 1.3e10},
+            "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine", "arm_schedule": {},
+            "flop_rate": 1.3e10},
     "multiplier": {"corpora": {"pycode": "config/train_pycode_modern.py"}, "corpus": "pycode", "sizes": ["2x64"],
                    "iters": 600, "frontier": [1, 2, 4, 8, 16, 32], "frontier_at": {}, "lengths": [1, 4, 16],
                    "arm_lengths": {}, "bracket_seeds": [1, 2, 3, 4, 5], "evals": 12, "head_size": 32, "data_dirs": {},
-                   "cost_ratios": None, "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine",
+                   "cost_ratios": None, "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine", "arm_schedule": {},
                    "draws": 2000, "replicates": 200, "flop_rate": 1.3e10},
     "graft": {"base": "", "init_from": "", "pretrain": "config/train_shakespeare_char_cpu_euclid.py",
               "pretrain_iters": 2000, "iters": 500, "lr": 2e-4, "graft_lr_mult": 10.0, "eval_interval": 50},
@@ -116,6 +117,9 @@ def load(argv):
         p["seeds"] = p["seeds"][:2]
     p["extra"] = p["extra"] + extra
     check(p)
+    stray = set(p.get("arm_schedule", {})) - set(p["arms"])
+    if stray:
+        sys.exit(f"error: arm_schedule names arms the plan does not run: {sorted(stray)}")
     return p
 
 
@@ -135,6 +139,9 @@ def check(p):
                  f"tables; to run it again, check out the commit its plan names")
     if p["kind"] in ("ladder", "end", "multiplier") and BASELINE not in p["arms"]:
         sys.exit(f"error: the arms must include the baseline {BASELINE}")
+    shapes = {p["schedule"], *p["arm_schedule"].values()} if "schedule" in p else set()
+    if shapes - {"cosine", "linear0"}:
+        sys.exit(f"error: a schedule is 'cosine' (to lr/10) or 'linear0' (linear to zero); got {sorted(shapes)}")
     if p["kind"] == "end" and not p["blocks"]:
         sys.exit("error: the plan names no blocks (blocks = ['CORPUS:SIZE:MULT', ...])")
     if p["kind"] == "ladder" and len(p["iters"]) not in (1, len(p["sizes"])):
@@ -234,12 +241,17 @@ def run(p, cell, arm, lr, seed):
     if p["rebuild"]:
         return H.read_summary(out_dir)
     options = [cell["config"], *(H.size_options(cell["size"], p["head_size"]) if cell["size"] else []),
-               *H.schedule(lr, cell["iters"], cell["eval_interval"], p.get("schedule", "cosine")), f"--seed={seed}",
+               *H.schedule(lr, cell["iters"], cell["eval_interval"], shape(p, arm)), f"--seed={seed}",
                f"--device={p['device']}", *([f"--threads={p['threads']}"] if p["threads"] else []),
                *cell["flags"], *dict(H.ARMS)[arm], *p["extra"]]
     label = f"{cell['name'] or p['kind']} {arm} lr={lr:g} seed={seed}".strip()
     return H.train_run(out_dir, options, label, keep_checkpoint=p["kind"] == "sweep",
                        on_code_change=p["on_code_change"])
+
+
+def shape(p, arm):
+    """The arm's schedule shape: its own in arm_schedule (a control kept on its published recipe), else the plan's."""
+    return p.get("arm_schedule", {}).get(arm, p.get("schedule", "cosine"))
 
 
 def tune_cell(p, cell, arm, results):
@@ -275,8 +287,7 @@ def dry_run(p):
                         if os.path.exists(os.path.join(folder, d, "summary.json"))]
             start = cell["start"].get(arm, ("grid", None))
             seeds = cell.get("seeds", {}).get(arm, p["seeds"])
-            tuning = 0 if start[0] == "best" else (len(p["lrs"]) if start[0] == "grid" else 3) + 2
-            planned = len(seeds) + tuning
+            planned = len(seeds) + (0 if start[0] == "best" else (len(p["lrs"]) if start[0] == "grid" else 3) + 2)
             complete = all(any(d.endswith(f"-s{sd}") for d in finished) for sd in seeds)  # its seeds ran: done
             done, left = len(finished), 0 if complete else max(1, planned - len(finished))
             hours = left * seconds / 3600
@@ -301,16 +312,13 @@ def run_seconds(p, cell):
     import json
     want = f"--threads={p['threads']}" if p["threads"] else None
 
-    def found(where, any_threads=False):
+    def found(where, any_threads=False):  # ms/iter of finished runs of the size (at the plan's thread count)
         runs = [json.load(open(f)) for f in glob.glob(os.path.join(where, "**", "summary.json"), recursive=True)
                 if f"/{cell['size']}" in f]
-        return [r for r in runs if any_threads or next((o for o in r.get("options", []) if o.startswith("--threads=")),
-                                                       None) == want]
+        return [r["ms_per_iter"] for r in runs if any_threads or want == next(
+            (o for o in r.get("options", []) if o.startswith("--threads=")), None)]
     studies = os.path.join(H.HERE, "results")
-    for runs in (found(p["out"]), found(studies), found(studies, any_threads=True)):
-        ms = [r["ms_per_iter"] for r in runs]
-        if ms:
-            break
+    ms = found(p["out"]) or found(studies) or found(studies, any_threads=True)
     if not ms:
         cfg = H.options_config([cell["config"], *p["extra"]])
         layers, width = H.parse_size(cell["size"]) if cell["size"] else (cfg["n_layer"], cfg["n_embd"])
@@ -329,9 +337,8 @@ def main(argv=None):
     os.makedirs(out, exist_ok=True)
     if p["kind"] == "graft":
         return REPORTS["graft"](p, graft(p), out)
-    if p["kind"] in ("end", "multiplier") and not p["rebuild"]:  # timed first, while no training shares the machine
-        for c in todo:
-            cost_ratios(p, c["config"], c["corpus"], c["size"])
+    for c in todo if p["kind"] in ("end", "multiplier") and not p["rebuild"] else []:  # timed while nothing trains
+        cost_ratios(p, c["config"], c["corpus"], c["size"])
     progressive, tables = p["kind"] in ("end", "multiplier"), []  # each finished block (or size): the tables so far
     results = execute(p, todo, (lambda done: tables.append(REPORTS[p["kind"]](p, done, out))) if progressive else None)
     return tables[-1] if progressive else REPORTS[p["kind"]](p, results, out)
@@ -765,7 +772,7 @@ def evaluated(p, corpus):
 
 def recipe(p, cell, arm):
     """How an arm trains, read off the options its runs resolve to: optimizer, warmup, decay, clipping."""
-    cfg = H.options_config([cell["config"], *H.schedule(1.0, 1000, 100, p.get("schedule", "cosine")),
+    cfg = H.options_config([cell["config"], *H.schedule(1.0, 1000, 100, shape(p, arm)),
                             *dict(H.ARMS)[arm]])
     optimizer = "Muon (matrices) + AdamW" if cfg["optimizer"] == "muon" else "AdamW"
     clip = f"{cfg['grad_clip']:g}" if cfg["grad_clip"] > 0 else "none"

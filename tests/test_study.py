@@ -48,7 +48,10 @@ def test_bad_plans_are_one_line_errors(tmp_path):
             ("kind = 'graft'\nout = 'never'\n", ["--lrs=[1e-3]"], "lrs does nothing in a graft plan"),
             ("kind = 'graft'\nout = 'never'\n", ["--arms=['euclid', 'ngpt']"], "unknown arms ['ngpt']"),
             (end + "blocks = ['pycode:2x64:1:euclid+smear,share']\n", [], "unknown arms ['share']"),
-            (end, [], "the plan names no blocks")):
+            (end, [], "the plan names no blocks"),
+            (end + "blocks = ['pycode:2x64:1']\nschedule = 'linear'\n", [], "a schedule is 'cosine'"),
+            (end + "blocks = ['pycode:2x64:1']\narm_schedule = {'ngpt': 'cosine'}\n", [],
+             "arm_schedule names arms the plan does not run: ['ngpt']")):
         with pytest.raises(SystemExit, match=re.escape(msg)):
             study.main([plan(tmp_path, text), *argv])
         assert not (tmp_path / "never").exists()
@@ -117,6 +120,21 @@ def test_workers_run_units_side_by_side_in_order_and_give_the_one_at_a_time_resu
     assert sorted(one["pycode 2x32 2"]["ngpt"]["runs"]) == [1, 2, 3]  # the arm's longest length
     bracketing = [n for n, r in one.items() if sorted(r["euclid+smear"]["runs"]) == [1, 2, 3]]
     assert bracketing and all(sorted(r["euclid+smear"]["runs"]) in ([1], [1, 2, 3]) for r in one.values())
+
+
+def test_arm_schedule_keeps_an_arm_on_its_own_schedule(tmp_path, monkeypatch):
+    p = study.load([plan(tmp_path, "kind = 'multiplier'\nout = 'x'\narms = ['euclid+smear', 'ngpt']\n"
+                                   "schedule = 'linear0'\narm_schedule = {'ngpt': 'cosine'}\n")])
+    seen = {}
+    monkeypatch.setattr(H, "train_run", lambda out_dir, options, *a, **k: seen.update({out_dir: options}))
+    cell = study.cells(p)[0]
+    for arm in p["arms"]:
+        study.run(p, cell, arm, 0.01, 1)
+    resolved = {d.split(os.sep)[-2]: H.options_config(o) for d, o in seen.items()}
+    assert (resolved["euclid+smear"]["decay_shape"], resolved["euclid+smear"]["min_lr"]) == ("linear", 0.0)
+    assert (resolved["ngpt"]["decay_shape"], resolved["ngpt"]["min_lr"]) == ("cosine", pytest.approx(0.001))
+    assert "cosine to 0.1·lr" in study.recipe(p, cell, "ngpt") and "linear to 0·lr" in study.recipe(p, cell,
+                                                                                                   "euclid+smear")
 
 
 def test_end_rows_by_hand(tmp_path):
@@ -412,11 +430,12 @@ def test_where_no_run_of_a_size_exists_the_dry_run_estimates_at_the_plans_flop_r
 
 def test_the_harness_is_shorter_than_the_four_scripts_it_replaced():
     """harness.py, study.py and the four plans that replaced sweep.py, ladder.py, study.py and graft.py (1,378 lines
-    when the harness was asked for), less what was added since (the multiplier's analysis and `execute`, which runs
-    units side by side: new work, not a replacement)."""
+    when the harness was asked for), less what was added since for the multiplier (its analysis, `execute`, which runs
+    units side by side, and `shape`, an arm's own schedule: new work, not a replacement), each with the two blank
+    lines before it."""
     import ast
     source = open(os.path.join(ROOT, "study.py")).read()
     added = sum(n.end_lineno - n.lineno + 3 for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)
-                and (n.name in ("bracket", "multiplier_cells", "execute") or "multiplier" in n.name))  # 2 blanks each
+                and (n.name in ("bracket", "multiplier_cells", "execute", "shape") or "multiplier" in n.name))
     files = ["harness.py", "study.py", *[os.path.join("plans", f"{n}.py") for n in ("sweep", "ladder", "end", "graft")]]
     assert sum(len(open(os.path.join(ROOT, f)).read().splitlines()) for f in files) - added < 1378
