@@ -56,8 +56,8 @@ KINDS = {
     "multiplier": {"corpora": {"pycode": "config/train_pycode_modern.py"}, "corpus": "pycode", "sizes": ["2x64"],
                    "iters": 600, "frontier": [1, 2, 4, 8, 16, 32], "frontier_at": {}, "lengths": [1, 4, 16],
                    "arm_lengths": {}, "bracket_seeds": [1, 2, 3, 4, 5], "evals": 12, "head_size": 32, "data_dirs": {},
-                   "cost_ratios": None, "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine", "arm_schedule": {},
-                   "draws": 2000, "replicates": 200, "flop_rate": 1.3e10},
+                   "cost_ratios": None, "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine",
+                   "arm_schedule": {}, "draws": 2000, "replicates": 200, "flop_rate": 1.3e10},
     "graft": {"base": "", "init_from": "", "pretrain": "config/train_shakespeare_char_cpu_euclid.py",
               "pretrain_iters": 2000, "iters": 500, "lr": 2e-4, "graft_lr_mult": 10.0, "eval_interval": 50},
 }
@@ -117,9 +117,7 @@ def load(argv):
         p["seeds"] = p["seeds"][:2]
     p["extra"] = p["extra"] + extra
     check(p)
-    stray = set(p.get("arm_schedule", {})) - set(p["arms"])
-    if stray:
-        sys.exit(f"error: arm_schedule names arms the plan does not run: {sorted(stray)}")
+    check_runs(p)
     return p
 
 
@@ -139,15 +137,26 @@ def check(p):
                  f"tables; to run it again, check out the commit its plan names")
     if p["kind"] in ("ladder", "end", "multiplier") and BASELINE not in p["arms"]:
         sys.exit(f"error: the arms must include the baseline {BASELINE}")
-    shapes = {p["schedule"], *p["arm_schedule"].values()} if "schedule" in p else set()
-    if shapes - {"cosine", "linear0"}:
-        sys.exit(f"error: a schedule is 'cosine' (to lr/10) or 'linear0' (linear to zero); got {sorted(shapes)}")
     if p["kind"] == "end" and not p["blocks"]:
         sys.exit("error: the plan names no blocks (blocks = ['CORPUS:SIZE:MULT', ...])")
     if p["kind"] == "ladder" and len(p["iters"]) not in (1, len(p["sizes"])):
         sys.exit(f"error: iters takes one value or one per size ({len(p['sizes'])})")
     if p["kind"] == "ladder" and p["length_size"] and p["length_size"] not in p["sizes"]:
         sys.exit(f"error: length_size {p['length_size']} is not one of sizes")
+
+
+def check_runs(p):
+    """One-line errors for how a plan's runs go: side by side (workers, threads) and their schedules (the whole plan's
+    arms: a block may run fewer)."""
+    if p["workers"] < 1 or p["threads"] < 0:
+        sys.exit(f"error: workers must be ≥ 1 and threads ≥ 0 (0: torch's default); got {p['workers']}, "
+                 f"{p['threads']}")
+    shapes = {p["schedule"], *p["arm_schedule"].values()} if "schedule" in p else set()
+    if shapes - {"cosine", "linear0"}:
+        sys.exit(f"error: a schedule is 'cosine' (to lr/10) or 'linear0' (linear to zero); got {sorted(shapes)}")
+    stray = set(p.get("arm_schedule", {})) - set(p["arms"])
+    if stray:
+        sys.exit(f"error: arm_schedule names arms the plan does not run: {sorted(stray)}")
 
 
 def blocks(p):
@@ -166,8 +175,8 @@ def blocks(p):
 
 def cells(p):
     """The plan's cells, in order: {name, dir, config, size, iters, eval_interval, flags, arms, start}, where start
-    is how an arm's rate is found: ('grid', None) (tune from lrs), ('after', name) (tune from the √2 grid around that cell's
-    best for the arm), ('best', name) (no tuning: that cell's best), or ('prior', lr)."""
+    is how an arm's rate is found: ('grid', None) (tune from lrs), ('after', name) (tune from the √2 grid around that
+    cell's best for the arm), ('best', name) (no tuning: that cell's best), or ('prior', lr)."""
     if p["kind"] == "sweep":
         return [{"name": "", "dir": "", "config": p["base"], "size": None, "iters": p["max_iters"],
                  "eval_interval": p["eval_interval"], "flags": ["--eval_full=True"] * p["full_eval"],
@@ -294,7 +303,7 @@ def dry_run(p):
             total += hours
             rows.append(f"  {cell['name'] or p['kind']:<24} {arm:<20} {cell['iters']:>6} iters  {done:>3} done  "
                         f"~{left:>2} to run  ~{hours:.2f} h")
-    workers = max(1, p["workers"])
+    workers = p["workers"]
     print(f"plan {p['out']} ({p['kind']}): tuning seed {p['tune_seed']}, reported seeds {p['seeds']}")
     print("\n".join(rows) + f"\nestimated: {total / workers:.1f} h still to run on this machine ("
           + ("one run at a time" if workers == 1 else f"{total:.1f} h of runs, {workers} at a time, "
@@ -363,7 +372,7 @@ def execute(p, todo, report=None):
             start = c["start"].get(arm, ("grid", None))
             return start[0] not in ("after", "best") or arm in results[start[1]]
         return kind == "seed" or not any(u[0] == "tune" and u[1]["size"] == c for u in [*waiting, *running.values()])
-    pool, workers = ThreadPoolExecutor(max(1, p["workers"])), max(1, p["workers"])
+    pool = ThreadPoolExecutor(p["workers"])
     size_of = lambda u: u[1] if u[0] == "bracket" else u[1]["size"]  # noqa: E731
     while waiting or running:
         unit = next((u for u in waiting if ready(u)), None)
@@ -372,7 +381,7 @@ def execute(p, todo, report=None):
             waiting[i:i + 1] = [("seed", c, sd) for c, sd in bracket(p, [c for c in todo if c["size"] == unit[1]],
                                                                      results)]
             continue
-        if unit and len(running) < workers:
+        if unit and len(running) < p["workers"]:
             waiting.remove(unit)
             kind, c, x = unit
             job = (tune_cell, p, c, x, results) if kind == "tune" else (

@@ -50,6 +50,8 @@ def test_bad_plans_are_one_line_errors(tmp_path):
             (end + "blocks = ['pycode:2x64:1:euclid+smear,share']\n", [], "unknown arms ['share']"),
             (end, [], "the plan names no blocks"),
             (end + "blocks = ['pycode:2x64:1']\nschedule = 'linear'\n", [], "a schedule is 'cosine'"),
+            (end + "blocks = ['pycode:2x64:1']\n", ["--workers=0"], "workers must be ≥ 1 and threads ≥ 0"),
+            (end + "blocks = ['pycode:2x64:1']\n", ["--threads=-1"], "workers must be ≥ 1 and threads ≥ 0"),
             (end + "blocks = ['pycode:2x64:1']\narm_schedule = {'ngpt': 'cosine'}\n", [],
              "arm_schedule names arms the plan does not run: ['ngpt']")):
         with pytest.raises(SystemExit, match=re.escape(msg)):
@@ -431,11 +433,11 @@ def test_where_no_run_of_a_size_exists_the_dry_run_estimates_at_the_plans_flop_r
 def test_the_harness_is_shorter_than_the_four_scripts_it_replaced():
     """harness.py, study.py and the four plans that replaced sweep.py, ladder.py, study.py and graft.py (1,378 lines
     when the harness was asked for), less what was added since for the multiplier (its analysis, `execute`, which runs
-    units side by side, and `shape`, an arm's own schedule: new work, not a replacement), each with the two blank
-    lines before it."""
+    units side by side, `shape`, an arm's own schedule, and `check_runs`, their checks: new work, not a replacement),
+    each with the two blank lines before it."""
     import ast
     source = open(os.path.join(ROOT, "study.py")).read()
     added = sum(n.end_lineno - n.lineno + 3 for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)
-                and (n.name in ("bracket", "multiplier_cells", "execute", "shape") or "multiplier" in n.name))
+                and (n.name in ("bracket", "multiplier_cells", "execute", "shape", "check_runs") or "multiplier" in n.name))
     files = ["harness.py", "study.py", *[os.path.join("plans", f"{n}.py") for n in ("sweep", "ladder", "end", "graft")]]
     assert sum(len(open(os.path.join(ROOT, f)).read().splitlines()) for f in files) - added < 1378
