@@ -3,7 +3,9 @@ How much training does mixed curvature save (issue 36)? The compute multiplier a
 with a 95% interval over seeds, at two sizes on the code corpus: the tuned baseline's frontier at 1× to 32× of 600
 iterations, each arm at 1×, 4× and 16×, every rate tuned √2-interior at seed 1337 on val, the losses on test at fresh
 seeds (5 at each arm's 16× point and at the frontier points that bracket it, 2 elsewhere). 2x64 first, whole, then
-4x128 (its frontier stops at 16×: a 32× run there is ~30 min). Not yet run: docs/results.md says what is measured.
+4x128 (its frontier stops at 16×: a 32× run there is ~30 min). The baseline and the curved arms decay linearly to
+zero (measured lower than cosine to lr/10 at 4× and 16×: docs/results.md, "Decay to zero"); nGPT keeps its yardstick
+recipe.
 
     python study.py plans/multiplier.py --dry_run      # the plan and its hours
     python study.py plans/multiplier.py                # run or resume it
@@ -18,6 +20,8 @@ lengths = [1, 4, 16]
 arms = ["euclid+smear", "free-prev-tangent", "ngpt", "hyp-prev-tangent"]
 arm_lengths = {"hyp-prev-tangent": [16]}  # the default block, at the longest length of each size
 max_extend = 4
+schedule = "linear0"
+arm_schedule = {"ngpt": "cosine"}  # Muon, no warmup, cosine to lr/10: the recipe the yardstick chose
 tune_seed = 1337
 seeds = [1, 2]
 bracket_seeds = [1, 2, 3, 4, 5]
