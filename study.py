@@ -235,8 +235,12 @@ def multiplier_cells(p):
                 sys.exit(f"error: {size} at {mult}× runs arms without the baseline: every length must be on the "
                          f"frontier (frontier_at / frontier)")
             blocks_.append(f"{p['corpus']}:{size}:{mult}:{','.join(arms)}")
+        # the dry run's guess at where the bracket seeds go: the frontier points at and next above the longest length
+        longest = max((m for ls in lengths.values() for m in ls), default=0)
+        guess = [m for m in sorted(frontier) if m >= longest][:2]
         for c in cells(p | {"kind": "end", "blocks": blocks_}):
             c["seeds"] = {a: p["bracket_seeds"] for a, ls in lengths.items() if c["mult"] == max(ls)}
+            c["guess"] = {BASELINE: p["bracket_seeds"]} if c["mult"] in guess else {}
             out.append(c)
     return out
 
@@ -295,14 +299,15 @@ def dry_run(p):
             finished = [d for d in (os.listdir(folder) if os.path.isdir(folder) else [])
                         if os.path.exists(os.path.join(folder, d, "summary.json"))]
             start = cell["start"].get(arm, ("grid", None))
-            seeds = cell.get("seeds", {}).get(arm, p["seeds"])
+            seeds = {**cell.get("guess", {}), **cell.get("seeds", {})}.get(arm, p["seeds"])
             planned = len(seeds) + (0 if start[0] == "best" else (len(p["lrs"]) if start[0] == "grid" else 3) + 2)
             complete = all(any(d.endswith(f"-s{sd}") for d in finished) for sd in seeds)  # its seeds ran: done
             done, left = len(finished), 0 if complete else max(1, planned - len(finished))
             hours = left * seconds / 3600
             total += hours
+            tag = "  (with bracket seeds: a guess)" * (arm in cell.get("guess", {}))
             rows.append(f"  {cell['name'] or p['kind']:<24} {arm:<20} {cell['iters']:>6} iters  {done:>3} done  "
-                        f"~{left:>2} to run  ~{hours:.2f} h")
+                        f"~{left:>2} to run  ~{hours:.2f} h{tag}")
     workers = p["workers"]
     print(f"plan {p['out']} ({p['kind']}): tuning seed {p['tune_seed']}, reported seeds {p['seeds']}")
     print("\n".join(rows) + f"\nestimated: {total / workers:.1f} h still to run on this machine ("
@@ -314,27 +319,30 @@ def dry_run(p):
 def run_seconds(p, cell):
     """Estimated seconds of one run of the cell: its steps at the median ms/iter of finished runs of the same size
     and thread count (the plan's `threads`: runs side by side step slower each) in the plan's out, else in any study
-    under results/, else at any thread count (else 6·params·tokens at the plan's flop_rate: 1.3e10 FLOP/s
-    is the eager rate of 2x64 on this 2-core CPU, pessimistic for larger models), plus 10% for evaluations and 30 s
-    for start-up and the whole-split evaluation."""
+    under results/, else at any thread count, plus the median of those runs' seconds besides their steps (start-up,
+    the evaluations along the way and the whole-split ones at the end: per size, not per length, as every run
+    evaluates `evals` times); with no run of the size, 6·params·tokens at the plan's flop_rate (1.3e10 FLOP/s is the
+    eager rate of 2x64 on this 2-core CPU, pessimistic for larger models) plus 10% and 30 s."""
     import glob
     import json
     want = f"--threads={p['threads']}" if p["threads"] else None
 
-    def found(where, any_threads=False):  # ms/iter of finished runs of the size (at the plan's thread count)
+    def found(where, any_threads=False):  # (ms/iter, seconds besides the steps) of finished runs of the size
         runs = [json.load(open(f)) for f in glob.glob(os.path.join(where, "**", "summary.json"), recursive=True)
                 if f"/{cell['size']}" in f]
-        return [r["ms_per_iter"] for r in runs if any_threads or want == next(
-            (o for o in r.get("options", []) if o.startswith("--threads=")), None)]
+        return [(r["ms_per_iter"], r["evals"][-1][1] - r["evals"][-1][0] * r["ms_per_iter"] / 1000) for r in runs
+                if r["evals"] and (any_threads or want == next((o for o in r["options"] if o.startswith("--threads=")),
+                                                                None))]
     studies = os.path.join(H.HERE, "results")
-    ms = found(p["out"]) or found(studies) or found(studies, any_threads=True)
-    if not ms:
-        cfg = H.options_config([cell["config"], *p["extra"]])
-        layers, width = H.parse_size(cell["size"]) if cell["size"] else (cfg["n_layer"], cfg["n_embd"])
-        tokens = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"]
-        vocab = H.bench_setup(cell["config"])[1]["vocab_size"]
-        ms = [6 * (H.non_embedding_params(layers, width) + 2 * vocab * width) * tokens / p["flop_rate"] * 1000]
-    return cell["iters"] * statistics.median(ms) / 1000 * 1.1 + 30
+    got = found(p["out"]) or found(studies) or found(studies, any_threads=True)
+    if got:
+        return cell["iters"] * statistics.median(m for m, _ in got) / 1000 + statistics.median(e for _, e in got)
+    cfg = H.options_config([cell["config"], *p["extra"]])
+    layers, width = H.parse_size(cell["size"]) if cell["size"] else (cfg["n_layer"], cfg["n_embd"])
+    tokens = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"]
+    vocab = H.bench_setup(cell["config"])[1]["vocab_size"]
+    ms = 6 * (H.non_embedding_params(layers, width) + 2 * vocab * width) * tokens / p["flop_rate"] * 1000
+    return cell["iters"] * ms / 1000 * 1.1 + 30
 
 
 def main(argv=None):

@@ -423,6 +423,24 @@ def test_the_dry_run_counts_finished_runs_and_estimates_the_rest(tmp_path, capsy
     assert printed.count("0 done") == 7
 
 
+def test_the_dry_run_times_a_run_by_its_sizes_finished_runs_and_guesses_where_the_bracket_seeds_go(tmp_path, capsys):
+    """A run's seconds: its steps at the median ms/iter of finished runs of its size at the plan's thread count, plus
+    their median seconds besides the steps (start-up and evaluations: every run evaluates as often, whatever its
+    length); the multiplier's bracket seeds are counted at the frontier points at and next above the longest length."""
+    for name, threads, ms, iters, wall in (("a", 1, 10.0, 600, 100.0), ("b", 1, 20.0, 1200, 130.0),
+                                           ("c", 2, 1000.0, 600, 5000.0)):  # c: another thread count, not read
+        (tmp_path / "pycode" / "2x64-x1" / name).mkdir(parents=True)
+        H.write_json(str(tmp_path / "pycode" / "2x64-x1" / name / "summary.json"),
+                     {"options": [f"--threads={threads}"], "ms_per_iter": ms, "evals": [[iters, wall, 1.5]]})
+    p = study.load(["plans/multiplier.py", f"--out={tmp_path}"])
+    cell = next(c for c in study.cells(p) if c["size"] == "2x64" and c["mult"] == 4)
+    # steps: 2400 × median(10, 20) ms; besides: median(100 − 600·0.010, 130 − 1200·0.020) = median(94, 106)
+    assert study.run_seconds(p, cell) == pytest.approx(2400 * 0.015 + 100)
+    study.main(["plans/multiplier.py", f"--out={tmp_path}", "--dry_run"])
+    guessed = [line.split()[1:3] for line in capsys.readouterr().out.splitlines() if "a guess" in line]
+    assert guessed == [["2x64", "16"], ["2x64", "32"], ["4x128", "16"]]  # 4x128's frontier ends at 16
+
+
 def test_where_no_run_of_a_size_exists_the_dry_run_estimates_at_the_plans_flop_rate(tmp_path, capsys):
     slow = study.main(["plans/multiplier_fineweb.py", f"--out={tmp_path}", "--dry_run"])
     fast = study.main(["plans/multiplier_fineweb.py", f"--out={tmp_path}", "--dry_run", "--flop_rate=8e14"])
