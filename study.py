@@ -115,7 +115,7 @@ def load(argv):
     if quick:  # the plan's own sizes and lengths give way to the tiny ones, unless the command line names them
         p |= {k: v for k, v in QUICK[p["kind"]].items() if f"--{k}" not in {o.split("=")[0] for o in overrides}}
         p["seeds"] = p["seeds"][:2]
-    p["extra"] = p["extra"] + extra
+    p["extra"], p["command"] = p["extra"] + extra, " ".join(["python study.py", *argv, *(extra and ["--extra", *extra])])
     check(p)
     check_runs(p)
     return p
@@ -370,8 +370,9 @@ def execute(p, todo, report=None):
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
     results = {c["name"]: {} for c in todo}
     waiting = [("tune", c, arm) for c in todo for arm in c["arms"]]
+    size_of = lambda u: u[1] if u[0] == "bracket" else u[1]["size"]  # noqa: E731
     for size in dict.fromkeys(c["size"] for c in todo) if p["kind"] == "multiplier" else []:
-        waiting.insert(max(i for i, w in enumerate(waiting) if w[1]["size"] == size) + 1, ("bracket", size, None))
+        waiting.insert(max(i for i, w in enumerate(waiting) if size_of(w) == size) + 1, ("bracket", size, None))
     running, reported = {}, 0
 
     def ready(unit):
@@ -381,7 +382,6 @@ def execute(p, todo, report=None):
             return start[0] not in ("after", "best") or arm in results[start[1]]
         return kind == "seed" or not any(u[0] == "tune" and u[1]["size"] == c for u in [*waiting, *running.values()])
     pool = ThreadPoolExecutor(p["workers"])
-    size_of = lambda u: u[1] if u[0] == "bracket" else u[1]["size"]  # noqa: E731
     while waiting or running:
         unit = next((u for u in waiting if ready(u)), None)
         if unit and unit[0] == "bracket":  # becomes its seeds' units, in its place
@@ -868,7 +868,8 @@ def report_multiplier(p, results, out):
                 ratio = ratios[bench_key(arm)]
                 row = {"size": size, "mult": c["mult"], "iters": c["iters"], "arm": arm, "best_lr": r["best_lr"],
                        "interior": r["interior"], "seeds": sorted(arm_loss), "loss": H.mean_std(list(arm_loss.values())),
-                       "multiplier": m, "flag": flag, "ratio": ratio, "per_cost": m / ratio, "flops_per_token": flops}
+                       "multiplier": m, "flag": flag, "ratio": ratio, "per_cost": m / ratio, "flops_per_token": flops,
+                       "grid": {f"{lr:g}": v for lr, v in sorted(r["grid"].items())}}
                 if fitted and F.fit_steps(fitted, row["loss"][0]) is not None:
                     row["fit_multiplier"] = F.fit_steps(fitted, row["loss"][0]) / c["iters"]
                 if arm != BASELINE and len(arm_loss) > 1:
@@ -897,19 +898,30 @@ def write_multiplier(p, rows, out):
              f"synthetic studies with this row's seed noise. FLOPs/token: 6·(12·L·W²) + 6·L·T·W (matmuls; the geometry's "
              f"elementwise work is not counted).", "",
              "| size | length | iters | arm | best lr | seeds | loss | m per step | 95% bootstrap | 95% log-t | coverage "
-             "(bootstrap, log-t) | fit m | compiled ratio | m per compiled cost | FLOPs/token |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "(bootstrap, log-t) | fit m | compiled ratio | m per compiled cost | FLOPs/token | 1 excluded |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     iv = lambda r, k: f"[{r[k][0]:.2f}, {r[k][1]:.2f}]" if k in r else "–"  # noqa: E731
     for r in rows:
         cov = r.get("coverage")
+        if "log_t" in r:  # the interval stated: the one whose synthetic coverage is nearer 95% (log-t without a check)
+            r["interval"] = "percentile" if cov and abs(cov["percentile"] - .95) < abs(cov["log_t"] - .95) else "log_t"
+            r["excludes_1"] = not r[r["interval"]][0] <= 1 <= r[r["interval"]][1]
         lines.append(f"| {r['size']} | {r['mult']}× | {r['iters']} | {r['arm']} | {r['best_lr']:g}"
                      f"{'' if r['interior'] else '*'} | {len(r['seeds'])} | {r['loss'][0]:.4f} ± {r['loss'][1]:.4f} | "
                      f"{r['flag']}{r['multiplier']:.2f} | {iv(r, 'percentile')} | {iv(r, 'log_t')} | "
                      + (f"{cov['percentile']:.2f}, {cov['log_t']:.2f}" if cov else "–") + " | "
                      + (f"{r['fit_multiplier']:.2f}" if "fit_multiplier" in r else "–")
-                     + f" | {r['ratio']:.2f} | {r['flag']}{r['per_cost']:.2f} | {r['flops_per_token']:,} |")
-    lines += ["", "±: the sample std over the row's seeds. Recipes:", ""]
+                     + f" | {r['ratio']:.2f} | {r['flag']}{r['per_cost']:.2f} | {r['flops_per_token']:,} | "
+                     + ({True: "yes", False: "no"}[r["excludes_1"]] + f" ({r['interval'].replace('_', '-')})"
+                        if "interval" in r else "–") + " |")
+    lines += ["", "±: the sample std over the row's seeds. 1 excluded: whether the stated interval (of the two, the one "
+              "whose synthetic coverage is nearer 95%) excludes m = 1. Frontier lengths: "
+              + "; ".join(f"{s_} at {', '.join(map(str, p['frontier_at'].get(s_, p['frontier'])))}×"
+                          for s_ in dict.fromkeys(r["size"] for r in rows)) + f". Made by: `{p['command']}`.", "", "Recipes:", ""]
     lines += [f"- {arm}: {recipe(p, cells(p)[0], arm)}" for arm in dict.fromkeys(r["arm"] for r in rows)]
+    lines += ["", f"Learning-rate grids, tuning seed {p['tune_seed']}: final loss on the whole validation split", ""]
+    lines += [f"- {r['size']} {r['mult']}× {r['arm']}: " + ", ".join(f"{lr} → {v:.4f}" for lr, v in r["grid"].items())
+              for r in rows if r["grid"]]
     H.write_text(os.path.join(out, "multiplier.md"), lines)
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     arms = list(dict.fromkeys(r["arm"] for r in rows))

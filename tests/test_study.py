@@ -111,17 +111,22 @@ def test_workers_run_units_side_by_side_in_order_and_give_the_one_at_a_time_resu
         assert best in one["pycode 2x64 4"][arm]["grid"]
     names = [c["name"] for c in todo]
     assert reports and all(r == names[:len(r)] for r in reports) and reports[-1] == names  # prefixes, in order
-    # a multiplier plan's bracket seeds run as units too, after every cell of their size
+    # a multiplier plan's bracket seeds run as units too, after every cell of their size, size by size
     log.clear()
-    m = study.load([plan(tmp_path, f"kind = 'multiplier'\nout = '{tmp_path}'\nsizes = ['2x32']\nfrontier = [1, 2, 4]\n"
+    m = study.load([plan(tmp_path, f"kind = 'multiplier'\nout = '{tmp_path}'\nsizes = ['2x32', '1x32']\n"
+                                   "frontier = [1, 2, 4]\n"
                                    "lengths = [1, 2]\narms = ['euclid+smear', 'ngpt']\nlrs = [0.003, 0.01]\n"
                                    "seeds = [1]\nbracket_seeds = [1, 2, 3]\n", "m.py")])
     one = study.execute(m, study.cells(m))
+    starts = [e[1].split()[1] for e in log if e[0] == "start"]  # one at a time: the first size, bracket seeds too
+    assert starts == sorted(starts, key=["2x32", "1x32"].index) and "1x32" in starts
     two = study.execute(m | {"workers": 2}, study.cells(m))
     assert two == one and state["peak"] == 2
-    assert sorted(one["pycode 2x32 2"]["ngpt"]["runs"]) == [1, 2, 3]  # the arm's longest length
-    bracketing = [n for n, r in one.items() if sorted(r["euclid+smear"]["runs"]) == [1, 2, 3]]
-    assert bracketing and all(sorted(r["euclid+smear"]["runs"]) in ([1], [1, 2, 3]) for r in one.values())
+    for size in ("2x32", "1x32"):
+        assert sorted(one[f"pycode {size} 2"]["ngpt"]["runs"]) == [1, 2, 3]  # the arm's longest length
+        mine = {n: r for n, r in one.items() if n.startswith(f"pycode {size} ")}
+        bracketing = [n for n, r in mine.items() if sorted(r["euclid+smear"]["runs"]) == [1, 2, 3]]
+        assert bracketing and all(sorted(r["euclid+smear"]["runs"]) in ([1], [1, 2, 3]) for r in mine.values())
 
 
 def test_arm_schedule_keeps_an_arm_on_its_own_schedule(tmp_path, monkeypatch):
@@ -301,8 +306,8 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
                                                                                         capsys):
     out = tmp_path / "multiplier"
     argv = ["plans/multiplier.py", "--quick", f"--out={out}", "--lrs=[1e-2]", "--max_extend=0",
-            "--arms=['euclid+smear', 'free-prev-tangent']", "--cost_ratios=[1.25, 0.9]", "--seeds=[1]",
-            "--bracket_seeds=[1, 2]", f"--data_dirs={{'pycode': '{pycode_data}'}}", "--extra", *TINY]
+            "--arms=['euclid+smear', 'free-prev-tangent']", "--arm_schedule={}", "--cost_ratios=[1.25, 0.9]",
+            "--seeds=[1]", "--bracket_seeds=[1, 2]", f"--data_dirs={{'pycode': '{pycode_data}'}}", "--extra", *TINY]
     rows = study.main(argv)
     saved = json.loads((out / "multiplier.json").read_text())
     assert [(r["mult"], r["arm"]) for r in rows] == [(1, "euclid+smear"), (1, "free-prev-tangent"), (2, "euclid+smear")]
@@ -323,7 +328,12 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
         assert row["flag"] == (">" if y < y1 else "<")
     assert row["per_cost"] == pytest.approx(row["multiplier"] / 1.25)
     assert row["percentile"][0] <= row["percentile"][1] and row["log_t"][0] <= row["log_t"][1]
-    assert "| 1x16 | 1× | 8 | free-prev-tangent |" in (out / "multiplier.md").read_text()
+    cov = row.get("coverage")  # the stated interval: the one whose synthetic coverage is nearer 95%, else log-t
+    stated = "percentile" if cov and abs(cov["percentile"] - 0.95) < abs(cov["log_t"] - 0.95) else "log_t"
+    assert row["interval"] == stated and row["excludes_1"] == (not row[stated][0] <= 1 <= row[stated][1])
+    md = (out / "multiplier.md").read_text()
+    assert "| 1x16 | 1× | 8 | free-prev-tangent |" in md and f"{'yes' if row['excludes_1'] else 'no'} (" in md
+    assert "Made by: `python study.py plans/multiplier.py --quick" in md and "1x16 1× free-prev-tangent: 0.01 → " in md
     assert (out / "multiplier.png").stat().st_size > 10_000 and (out / "multiplier_frontier.png").stat().st_size > 10_000
     capsys.readouterr()
     study.main(argv)  # a rerun trains nothing again
