@@ -75,7 +75,8 @@ BENCH = {BASELINE: ("euclidean", "smear=True"), "curved": ("free:prev_token:tang
          "ngpt": ("euclidean", "smear=False:block=ngpt:tie_embeddings=False:zero_init_proj=False:attn_scale=0.0:"
                                "logit_softcap=0.0"),
          "ngpt-adamw": ("euclidean", "smear=False:block=ngpt:tie_embeddings=False:zero_init_proj=False:attn_scale=0.0:"
-                                     "logit_softcap=0.0:optimizer=adamw:grad_clip=1.0")}
+                                     "logit_softcap=0.0:optimizer=adamw:grad_clip=1.0"),
+         "hyp-prev-tangent": ("hyperbolic:prev_token:tangent", "smear=False")}  # the default block: its fused path
 GRAFT_ARMS = {"euclid": ["--curvature=euclidean"],
               "graft": ["--curvature=free", "--curvature_init=0.0", "--reference=prev_token", "--residual=tangent",
                         "--reference_share=True"],
@@ -684,7 +685,7 @@ def report_end(p, results, out):
             row = {"corpus": c["corpus"], "size": c["size"], "mult": c["mult"], "iters": c["iters"], "arm": arm,
                    "best_lr": r["best_lr"], "interior": r["interior"],
                    "loss": H.mean_std([H.reported(r["runs"][sd]) for sd in p["seeds"]]),
-                   "ratio": ratios[key][bench_key(arm)]}
+                   "ratio": ratios[key][bench_key(arm, ratios[key])]}
             if arm != BASELINE:
                 row["steps"] = H.paired([H.reported(r["runs"][sd]) - H.reported(base[sd]) for sd in p["seeds"]])
                 # the curves' change at equal compiled cost (read anchored at val), moved to the reported split's level
@@ -746,9 +747,9 @@ def report_end(p, results, out):
 def cost_ratios(p, config, corpus, size):
     """{BENCH key: that block's compiled ms/iter ÷ the baseline's} at this size: harness.compiled_ms (BENCH's blocks
     alternating in one process, OUT/bench/CORPUS-SIZE.json reused when it timed the same), or the plan's cost_ratios
-    (curved, nGPT: both of nGPT's recipes share its block's)."""
+    (curved, nGPT: both of nGPT's recipes share its block's, the default block the curved one's)."""
     if p["cost_ratios"]:
-        ms = [1.0, p["cost_ratios"][0], p["cost_ratios"][1], p["cost_ratios"][1]]
+        ms = [1.0, p["cost_ratios"][0], p["cost_ratios"][1], p["cost_ratios"][1], p["cost_ratios"][0]]
     else:
         spec, context = H.bench_setup(config)
         ms = H.compiled_ms(os.path.abspath(os.path.join(p["out"], "bench", f"{corpus}-{size}.json")),
@@ -758,11 +759,11 @@ def cost_ratios(p, config, corpus, size):
     return {k: v / costs[BASELINE] for k, v in costs.items()}
 
 
-def bench_key(arm):
-    """The BENCH block that times an arm: its own (a schedule variant's: its block's), else the curved block the
-    curved arms share."""
+def bench_key(arm, ratios):
+    """The BENCH block that times an arm: its own (a schedule variant's: its block's) where `ratios` timed it (a
+    timing made before BENCH timed the default block on its own has it as the curved block), else the curved one."""
     arm = arm.removesuffix("+linear0")
-    return arm if arm in BENCH else "curved"
+    return arm if arm in ratios else "curved"
 
 
 def epochs(p, corpus, iters):
@@ -865,7 +866,7 @@ def report_multiplier(p, results, out):
             for arm, r in results[c["name"]].items():
                 arm_loss = {sd: H.reported(s) for sd, s in r["runs"].items()}
                 m, flag = F.estimate(front, arm_loss, c["iters"])
-                ratio = ratios[bench_key(arm)]
+                ratio = ratios[bench_key(arm, ratios)]
                 row = {"size": size, "mult": c["mult"], "iters": c["iters"], "arm": arm, "best_lr": r["best_lr"],
                        "interior": r["interior"], "seeds": sorted(arm_loss), "loss": H.mean_std(list(arm_loss.values())),
                        "multiplier": m, "flag": flag, "ratio": ratio, "per_cost": m / ratio, "flops_per_token": flops,

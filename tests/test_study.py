@@ -144,6 +144,17 @@ def test_arm_schedule_keeps_an_arm_on_its_own_schedule(tmp_path, monkeypatch):
                                                                                                    "euclid+smear")
 
 
+def test_each_arm_is_costed_by_its_own_timed_block_where_one_was_timed():
+    timed = {"euclid+smear": 1.0, "curved": 1.15, "ngpt": 1.4, "ngpt-adamw": 1.4, "hyp-prev-tangent": 1.1}
+    assert [study.bench_key(a, timed) for a in ("euclid+smear+linear0", "hyp-prev-tangent", "free-prev-tangent")] \
+        == ["euclid+smear", "hyp-prev-tangent", "curved"]
+    older = {k: v for k, v in timed.items() if k != "hyp-prev-tangent"}  # a timing made before the default had its own
+    assert study.bench_key("hyp-prev-tangent", older) == "curved"
+    p = study.load(["plans/multiplier.py", "--cost_ratios=[1.2, 1.5]"])
+    assert study.cost_ratios(p, None, "pycode", "2x64") == {"euclid+smear": 1.0, "curved": 1.2, "ngpt": 1.5,
+                                                            "ngpt-adamw": 1.5, "hyp-prev-tangent": 1.2}
+
+
 def test_end_rows_by_hand(tmp_path):
     p = study.load([plan(tmp_path, f"kind = 'end'\nout = '{tmp_path}'\nblocks = ['pycode:2x64:4:euclid+smear,"
                                    "free-prev-tangent,ngpt']\ncost_ratios = [1.25, 1.0]\nseeds = [1, 2]\n")])
