@@ -869,8 +869,7 @@ def report_multiplier(p, results, out):
                 ratio = ratios[bench_key(arm, ratios)]
                 row = {"size": size, "mult": c["mult"], "iters": c["iters"], "arm": arm, "best_lr": r["best_lr"],
                        "interior": r["interior"], "seeds": sorted(arm_loss), "loss": H.mean_std(list(arm_loss.values())),
-                       "multiplier": m, "flag": flag, "ratio": ratio, "per_cost": m / ratio, "flops_per_token": flops,
-                       "grid": {f"{lr:g}": v for lr, v in sorted(r["grid"].items())}}
+                       "multiplier": m, "flag": flag, "ratio": ratio, "per_cost": m / ratio, "flops_per_token": flops}
                 if fitted and F.fit_steps(fitted, row["loss"][0]) is not None:
                     row["fit_multiplier"] = F.fit_steps(fitted, row["loss"][0]) / c["iters"]
                 if arm != BASELINE and len(arm_loss) > 1:
@@ -882,14 +881,20 @@ def report_multiplier(p, results, out):
                         shared = math.sqrt(max(0.0, statistics.variance(arm_loss.values()) - own ** 2))
                         row["coverage"] = F.coverage(fitted, sorted(front), c["iters"], m, row["seeds"], shared, own,
                                                      p["replicates"], min(400, p["draws"]))
+                    cov = row.get("coverage")  # the interval stated: coverage nearer 95% (log-t without a check)
+                    row["interval"] = "percentile" if cov and abs(cov["percentile"] - .95) < abs(
+                        cov["log_t"] - .95) else "log_t"
+                    row["excludes_1"] = not row[row["interval"]][0] <= 1 <= row[row["interval"]][1]
                 rows.append(row)
-    write_multiplier(p, rows, out)
+    write_multiplier(p, rows, out, grid_lines(p, {f"{c['size']} {c['mult']}×": results[c["name"]] for c in todo},
+                                              "final loss on the whole validation split"))
     H.write_json(os.path.join(out, "multiplier.json"), {"settings": p, "rows": rows, "runs": jsonable(results)})
     return rows
 
 
-def write_multiplier(p, rows, out):
-    """multiplier.md and the two figures: loss against training compute with the frontier, and m against length."""
+def write_multiplier(p, rows, out, grids):
+    """multiplier.md (its rate grids: `grids`, grid_lines') and the two figures: loss against training compute with
+    the frontier, and m against length."""
     lines = [f"m = the steps the tuned baseline needs to reach an arm's loss ÷ the arm's steps, at the end of fully "
              f"decayed runs (frontier: the baseline's end points, inverted in log loss against log steps; `>`: below "
              f"the frontier's lowest point, a lower bound). Per compiled cost: m ÷ the arm's compiled ms/iter ratio. "
@@ -904,25 +909,21 @@ def write_multiplier(p, rows, out):
     iv = lambda r, k: f"[{r[k][0]:.2f}, {r[k][1]:.2f}]" if k in r else "–"  # noqa: E731
     for r in rows:
         cov = r.get("coverage")
-        if "log_t" in r:  # the interval stated: the one whose synthetic coverage is nearer 95% (log-t without a check)
-            r["interval"] = "percentile" if cov and abs(cov["percentile"] - .95) < abs(cov["log_t"] - .95) else "log_t"
-            r["excludes_1"] = not r[r["interval"]][0] <= 1 <= r[r["interval"]][1]
         lines.append(f"| {r['size']} | {r['mult']}× | {r['iters']} | {r['arm']} | {r['best_lr']:g}"
                      f"{'' if r['interior'] else '*'} | {len(r['seeds'])} | {r['loss'][0]:.4f} ± {r['loss'][1]:.4f} | "
                      f"{r['flag']}{r['multiplier']:.2f} | {iv(r, 'percentile')} | {iv(r, 'log_t')} | "
                      + (f"{cov['percentile']:.2f}, {cov['log_t']:.2f}" if cov else "–") + " | "
                      + (f"{r['fit_multiplier']:.2f}" if "fit_multiplier" in r else "–")
                      + f" | {r['ratio']:.2f} | {r['flag']}{r['per_cost']:.2f} | {r['flops_per_token']:,} | "
-                     + ({True: "yes", False: "no"}[r["excludes_1"]] + f" ({r['interval'].replace('_', '-')})"
+                     + (("yes" if r["excludes_1"] else "no") + f" ({r['interval'].replace('_', '-')})"
                         if "interval" in r else "–") + " |")
     lines += ["", "±: the sample std over the row's seeds. 1 excluded: whether the stated interval (of the two, the one "
               "whose synthetic coverage is nearer 95%) excludes m = 1. Frontier lengths: "
               + "; ".join(f"{s_} at {', '.join(map(str, p['frontier_at'].get(s_, p['frontier'])))}×"
-                          for s_ in dict.fromkeys(r["size"] for r in rows)) + f". Made by: `{p['command']}`.", "", "Recipes:", ""]
+                          for s_ in dict.fromkeys(r["size"] for r in rows)) + f". Made by: `{p['command']}`.", "",
+              "Recipes:", ""]
     lines += [f"- {arm}: {recipe(p, cells(p)[0], arm)}" for arm in dict.fromkeys(r["arm"] for r in rows)]
-    lines += ["", f"Learning-rate grids, tuning seed {p['tune_seed']}: final loss on the whole validation split", ""]
-    lines += [f"- {r['size']} {r['mult']}× {r['arm']}: " + ", ".join(f"{lr} → {v:.4f}" for lr, v in r["grid"].items())
-              for r in rows if r["grid"]]
+    lines += grids
     H.write_text(os.path.join(out, "multiplier.md"), lines)
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     arms = list(dict.fromkeys(r["arm"] for r in rows))
