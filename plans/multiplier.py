@@ -20,9 +20,10 @@ lengths = [1, 4, 16]
 arms = ["euclid+smear", "free-prev-tangent", "ngpt", "hyp-prev-tangent"]
 arm_lengths = {"hyp-prev-tangent": [16]}  # the default block, at the longest length of each size
 max_extend = 4
-# 4x128 starts each arm from the √2 grid around its best at 2x64 (the same length; on val, seed 1337), not the coarse
-# grid, which at 2x64 1× took 9 runs an arm: still tuned √2-interior, in fewer runs
-prior = {"pycode 4x128": {"euclid+smear": 0.0132, "free-prev-tangent": 0.01, "ngpt": 0.0132}}
+# 4x128 starts each arm from the √2 grid around its best at 2x64 at its first length (1×; the default block's: 16×),
+# on val at seed 1337, not the coarse grid, which at 2x64 1× took 9 runs an arm: still tuned √2-interior, in fewer runs
+prior = {"pycode 4x128": {"euclid+smear": 0.0132, "free-prev-tangent": 0.01, "ngpt": 0.0132,
+                          "hyp-prev-tangent": 0.00548}}
 schedule = "linear0"
 arm_schedule = {"ngpt": "cosine"}  # Muon, no warmup, cosine to lr/10: the recipe the yardstick chose
 tune_seed = 1337
