@@ -318,19 +318,19 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
     out = tmp_path / "multiplier"
     argv = ["plans/multiplier.py", "--quick", f"--out={out}", "--lrs=[1e-2]", "--max_extend=0",
             "--arms=['euclid+smear', 'free-prev-tangent']", "--arm_schedule={}", "--cost_ratios=[1.25, 0.9]",
-            "--seeds=[1]", "--bracket_seeds=[1, 2]", f"--data_dirs={{'pycode': '{pycode_data}'}}", "--extra", *TINY]
+            "--seeds=[1]", "--bracket_seeds=[1, 2, 3]", f"--data_dirs={{'pycode': '{pycode_data}'}}", "--extra", *TINY]
     rows = study.main(argv)
     saved = json.loads((out / "multiplier.json").read_text())
     assert [(r["mult"], r["arm"]) for r in rows] == [(1, "euclid+smear"), (1, "free-prev-tangent"), (2, "euclid+smear")]
     runs = {k: {a: {int(sd): s["test"] for sd, s in c["runs"].items()} for a, c in v.items()}
             for k, v in saved["runs"].items()}
     free = runs["pycode 1x16 1"]["free-prev-tangent"]
-    assert sorted(free) == [1, 2]  # the arm's longest length: the bracket seeds (elsewhere seed 1 alone)
+    assert sorted(free) == [1, 2, 3]  # the arm's longest length: the bracket seeds (elsewhere seed 1 alone)
     base = {8: runs["pycode 1x16 1"]["euclid+smear"], 16: runs["pycode 1x16 2"]["euclid+smear"]}
-    assert any(2 in b for b in base.values())  # a bracketing frontier point ran the arm's second seed too
+    assert any(sorted(b) == [1, 2, 3] for b in base.values())  # a bracketing frontier point ran the arm's seeds too
     # the multiplier by hand: each point's mean over its seeds, the arm's mean, log steps against log loss
     (s0, y0), (s1, y1) = [(n, sum(b.values()) / len(b)) for n, b in sorted(base.items())]
-    y = sum(free.values()) / 2
+    y = sum(free.values()) / 3
     row = next(r for r in rows if r["arm"] == "free-prev-tangent")
     if y0 > y1 and y1 <= y <= y0:
         t = (math.log(y0) - math.log(y)) / (math.log(y0) - math.log(y1))
@@ -338,6 +338,8 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
     elif y0 > y1:
         assert row["flag"] == (">" if y < y1 else "<")
     assert row["per_cost"] == pytest.approx(row["multiplier"] / 1.25)
+    lo, hi = row[row["interval"]]
+    assert f"{row['per_cost']:.2f} [{lo / 1.25:.2f}, {hi / 1.25:.2f}]" in (out / "multiplier.md").read_text()
     assert row["percentile"][0] <= row["percentile"][1] and row["log_t"][0] <= row["log_t"][1]
     cov = row.get("coverage")  # the stated interval: the one whose synthetic coverage is nearer 95%, else log-t
     stated = "percentile" if cov and abs(cov["percentile"] - 0.95) < abs(cov["log_t"] - 0.95) else "log_t"
@@ -349,6 +351,18 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
     capsys.readouterr()
     study.main(argv)  # a rerun trains nothing again
     assert "===" not in capsys.readouterr().out
+
+
+def test_two_seeds_state_no_interval_and_three_state_the_better_covering_one():
+    row = {"seeds": [1, 2], "percentile": (1.09, 1.09), "log_t": (1.06, 1.12), "coverage": {"percentile": 0.0,
+                                                                                           "log_t": 0.0}}
+    assert study.stated_multiplier_interval(row) == {}  # one degree of freedom: no claim either way
+    row |= {"seeds": [1, 2, 3], "coverage": {"percentile": 0.80, "log_t": 0.93}}
+    assert study.stated_multiplier_interval(row) == {"interval": "log_t", "excludes_1": True}
+    row |= {"coverage": {"percentile": 0.94, "log_t": 0.99}, "percentile": (0.98, 1.2)}
+    assert study.stated_multiplier_interval(row) == {"interval": "percentile", "excludes_1": False}
+    del row["coverage"]  # nothing checked it: log-t
+    assert study.stated_multiplier_interval(row)["interval"] == "log_t"
 
 
 @pytest.mark.slow
