@@ -375,6 +375,9 @@ def execute(p, todo, report=None):
     for size in dict.fromkeys(c["size"] for c in todo) if p["kind"] == "multiplier" else []:
         waiting.insert(max(i for i, w in enumerate(waiting) if size_of(w) == size) + 1, ("bracket", size, None))
     running, reported = {}, 0
+    arms = {c["name"]: c["arms"] for c in todo}
+    in_order = lambda res: {n: {a: r[a] for a in arms[n] if a in r} for n, r in res.items()}  # noqa: E731
+    # (each cell's arms in the plan's order: side by side, the order units finish in varies, and the rows with it)
 
     def ready(unit):
         kind, c, arm = unit
@@ -420,9 +423,9 @@ def execute(p, todo, report=None):
             done += 1
         if report and done > reported:
             reported = done
-            report({c["name"]: results[c["name"]] for c in todo[:done]})
+            report(in_order({c["name"]: results[c["name"]] for c in todo[:done]}))
     pool.shutdown()
-    return results
+    return in_order(results)
 
 
 def bracket(p, size_cells, results):
@@ -963,6 +966,9 @@ def write_multiplier(p, rows, out, grids):
             xs, ys, lo, hi = zip(*pts)
             ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]], marker="o",
                         capsize=3, label=f"{arm} ({size})")
+            for r in (r for r in rows if r["size"] == size and r["arm"] == arm and r["flag"]):  # past the frontier
+                ax.annotate(f"{r['flag']}{r['multiplier']:.2f} (a bound)", (r["iters"], r["multiplier"]),
+                            textcoords="offset points", xytext=(4, -10), fontsize=7)
     ax.axhline(1, color="gray", lw=0.8)
     ax.set_xscale("log")
     ax.set(xlabel="the arm's training steps", ylabel="compute multiplier m (the stated 95% interval)")
