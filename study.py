@@ -375,9 +375,9 @@ def execute(p, todo, report=None):
     for size in dict.fromkeys(c["size"] for c in todo) if p["kind"] == "multiplier" else []:
         waiting.insert(max(i for i, w in enumerate(waiting) if size_of(w) == size) + 1, ("bracket", size, None))
     running, reported = {}, 0
-    arms = {c["name"]: c["arms"] for c in todo}
-    in_order = lambda res: {n: {a: r[a] for a in arms[n] if a in r} for n, r in res.items()}  # noqa: E731
-    # (each cell's arms in the plan's order: side by side, the order units finish in varies, and the rows with it)
+
+    def in_order(cs):  # each cell's arms in the plan's order: side by side, the order units finish in varies
+        return {c["name"]: {a: results[c["name"]][a] for a in c["arms"] if a in results[c["name"]]} for c in cs}
 
     def ready(unit):
         kind, c, arm = unit
@@ -423,9 +423,9 @@ def execute(p, todo, report=None):
             done += 1
         if report and done > reported:
             reported = done
-            report(in_order({c["name"]: results[c["name"]] for c in todo[:done]}))
+            report(in_order(todo[:done]))
     pool.shutdown()
-    return in_order(results)
+    return in_order(todo)
 
 
 def bracket(p, size_cells, results):
