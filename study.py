@@ -935,7 +935,7 @@ def write_multiplier(p, rows, out, grids):
                      + (f"{cov['percentile']:.2f}, {cov['log_t']:.2f}" if cov else "–") + " | "
                      + (f"{r['fit_multiplier']:.2f}" if "fit_multiplier" in r else "–")
                      + f" | {r['ratio']:.2f}" + (f" ({min(r['ratio_processes']):.2f}–{max(r['ratio_processes']):.2f})"
-                                                if len(r["ratio_processes"]) > 1 else "")
+                                                if max(r["ratio_processes"]) > min(r["ratio_processes"]) else "")
                      + f" | {r['flag']}{r['per_cost']:.2f}"
                      + (f" [{r[r['interval']][0] / r['ratio']:.2f}, {r[r['interval']][1] / r['ratio']:.2f}]"
                         if "interval" in r else "") + f" | {r['flops_per_token']:,} | "

@@ -361,6 +361,7 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
     assert row["ratio"] == pytest.approx(1.25) and row["ratio_processes"] == pytest.approx([1.2, 1.3])
     md = (tmp_path / "rebuilt" / "multiplier.md").read_text()
     assert f"| 1.25 (1.20–1.30) | {row['flag']}{row['multiplier'] / 1.25:.2f}" in md and "1x16: 2 processes" in md
+    assert "(1.00–1.00)" not in md  # the baseline's ratio is 1 in every process: no range
     capsys.readouterr()
     study.main(argv)  # a rerun trains nothing again
     assert "===" not in capsys.readouterr().out
