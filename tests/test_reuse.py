@@ -213,6 +213,20 @@ def test_the_committed_ladder_timings_record_what_they_timed():
     assert settings["n_layer"] == 4 and settings["n_head"] == 4 and settings["compile"] is True
 
 
+@pytest.mark.parametrize("study", ["yardstick", "schedule", "multiplier"])
+def test_the_committed_runs_resolve_today_to_the_options_they_ran_with(study):
+    """A changed default (model.py, train.py, a base config) must leave every recorded run's options as they were,
+    or a resumed study trains it again: each committed summary that recorded its resolved options still resolves
+    to them (the rule harness.finished applies)."""
+    import glob
+    paths = sorted(glob.glob(os.path.join(ROOT, "results", study, "**", "summary.json"), recursive=True))
+    assert len(paths) >= 30
+    for path in paths:
+        with open(path) as f:
+            summary = json.load(f)
+        assert H.same_options(summary["fingerprint"]["resolved"], H.resolved(summary["options"])), path
+
+
 # ----------------------------------------------------------------------------- export and init_from
 
 
