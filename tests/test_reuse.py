@@ -272,6 +272,6 @@ def test_a_bare_init_from_is_euclidean_and_a_set_curvature_is_kept():
     cfg = dict(train.DEFAULTS, block_size=32)
     assert train.DEFAULTS["curvature"] != "euclidean"
     assert pretrained.merge_args(hf, cfg, set(), train.DEFAULTS)["curvature"] == "euclidean"
-    set_it = dict(cfg, curvature="free")
-    assert pretrained.merge_args(hf, set_it, {"curvature"}, train.DEFAULTS)["curvature"] == "free"
-    assert pretrained.merge_args(hf, set_it, set(), train.DEFAULTS)["curvature"] == "free"  # unlike the default
+    set_it = dict(cfg, curvature="spherical", curvature_init=0.05)
+    assert pretrained.merge_args(hf, set_it, {"curvature"}, train.DEFAULTS)["curvature"] == "spherical"
+    assert pretrained.merge_args(hf, set_it, set(), train.DEFAULTS)["curvature"] == "spherical"  # unlike the default

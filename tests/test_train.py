@@ -163,7 +163,7 @@ def test_resume_errors(char_data, tmp_path):
         f"error: cannot resume {ck}: n_layer=3 but the checkpoint has n_layer=2; model options must match the "
         f"checkpoint")
     assert run_error(tiny_args(char_data, out, init_from="resume", curvature="spherical", curvature_init=0.5)) == (
-        f"error: cannot resume {ck}: curvature='spherical' but the checkpoint has curvature='hyperbolic'; model "
+        f"error: cannot resume {ck}: curvature='spherical' but the checkpoint has curvature='free'; model "
         f"options must match the checkpoint")
     assert run_error(tiny_args(char_data, out, init_from="resume", block_size=64)) == (
         f"error: block_size=64 is larger than the checkpoint's 32 ({ck}); a model cannot attend beyond the "
