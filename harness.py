@@ -10,8 +10,9 @@ The research harness's library: every piece a study needs, written once. study.p
   √2 on both sides; `start_grid`: the √2 grid around a shorter run's best;
 - reading runs (`final_loss`, `reported`, `steady`, `read`, `delta`: the views of Δ), paired statistics (`mean_std`,
   `paired`: mean, std, t and the 95% t-interval), κ summaries (`positive_heads`, `per_head`);
-- the compiled-cost helper (`compiled_ms`: bench.py --compile, the blocks alternating in one process, reused when
-  bench.py recorded the same arguments), and the writers (`write_text`, `write_json`, `figure`).
+- the compiled-cost helper (`compiled_ms`: bench.py --compile, the blocks alternating in one process, in one or
+  more processes, reused when bench.py recorded the same arguments), and the writers (`write_text`, `write_json`,
+  `figure`).
 
 docs/results.md (Studies: how the harness tunes, evaluates and reuses) has the rules in prose.
 """
@@ -510,23 +511,32 @@ def bench_setup(base):
                   "vocab_size": vocab, "curvature_init": cfg.get("curvature_init", -0.05)}
 
 
-def compiled_ms(path, configs, size, head_size, context, device="cpu", rounds=7, rebuild=False):
-    """Compiled ms/iter of each bench.py spec in `configs`, in order, at this size: bench.py --compile, the blocks
-    alternating rounds in one process, each stepping with its own optimizer (Muon unless its spec names another).
-    The JSON at `path` is reused when bench.py recorded the same arguments (compared as text), and read as it is
-    by a rebuild."""
+def compiled_ms(path, configs, size, head_size, context, device="cpu", rounds=7, rebuild=False, processes=1):
+    """Compiled ms/iter of each bench.py spec in `configs`, in order, at this size, a list per process of bench.py
+    --compile (the blocks alternating rounds, each with its own optimizer: Muon unless its spec names another), run
+    `processes` times, as a compiled step's time moves between processes more than within one. The JSON at `path`
+    (bench.py's; each process's rows under "processes") is reused when it recorded the same arguments (compared as
+    text), and read as it is by a rebuild."""
     layers, width = parse_size(size)
     want = {"configs": configs, "n_layer": layers, "n_embd": width, "n_head": width // head_size, "device": device,
-            "rounds": rounds, **context}
+            "rounds": rounds, **context} | ({"processes": processes} if processes > 1 else {})
     saved = json.load(open(path)) if os.path.exists(path) else None
     if not rebuild and (saved is None or any(str(saved["settings"].get(k)) != str(v) for k, v in want.items())):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         cmd = [sys.executable, os.path.join(HERE, "bench.py"), "--compile", "--optimizer", "muon", "--configs",
-               *configs, *[a for k, v in want.items() if k != "configs" for a in (f"--{k}", str(v))], "--json", path]
-        print(f"=== {size} bench.py --compile", flush=True)
-        subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)
-        saved = json.load(open(path))
-    return [r["ms"] for r in saved["rows"] if r["name"].endswith("+compile")]
+               *configs, *[a for k, v in want.items() if k not in ("configs", "processes") for a in (f"--{k}", str(v))],
+               "--json", path + ".run"]
+        runs = []
+        for i in range(processes):
+            print(f"=== {size} bench.py --compile, process {i + 1} of {processes}", flush=True)
+            subprocess.run(cmd, cwd=HERE, check=True, stdout=subprocess.DEVNULL)
+            runs.append(json.load(open(path + ".run")))
+        saved = runs[0] if processes == 1 else {**runs[0], "settings": runs[0]["settings"] | {"processes": processes},
+                                                "processes": [r["rows"] for r in runs]}
+        write_json(path, saved)
+        os.remove(path + ".run")
+    return [[r["ms"] for r in rows if r["name"].endswith("+compile")]
+            for rows in saved.get("processes", [saved["rows"]])]
 
 
 # ----------------------------------------------------------------------------- writing

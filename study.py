@@ -51,13 +51,13 @@ KINDS = {
     "end": {"corpora": {"shakespeare_char": "config/train_shakespeare_char_modern.py",
                         "pycode": "config/train_pycode_modern.py"},
             "blocks": [], "iters": 600, "evals": 12, "head_size": 32, "data_dirs": {}, "cost_ratios": None,
-            "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine", "arm_schedule": {},
-            "flop_rate": 1.3e10},
+            "bench_rounds": 7, "bench_processes": 1, "prior": {}, "sampler": "epoch", "schedule": "cosine",
+            "arm_schedule": {}, "flop_rate": 1.3e10},
     "multiplier": {"corpora": {"pycode": "config/train_pycode_modern.py"}, "corpus": "pycode", "sizes": ["2x64"],
                    "iters": 600, "frontier": [1, 2, 4, 8, 16, 32], "frontier_at": {}, "lengths": [1, 4, 16],
                    "arm_lengths": {}, "bracket_seeds": [1, 2, 3, 4, 5], "evals": 12, "head_size": 32, "data_dirs": {},
-                   "cost_ratios": None, "bench_rounds": 7, "prior": {}, "sampler": "epoch", "schedule": "cosine",
-                   "arm_schedule": {}, "draws": 2000, "replicates": 200, "flop_rate": 1.3e10},
+                   "cost_ratios": None, "bench_rounds": 7, "bench_processes": 1, "prior": {}, "sampler": "epoch",
+                   "schedule": "cosine", "arm_schedule": {}, "draws": 2000, "replicates": 200, "flop_rate": 1.3e10},
     "graft": {"base": "", "init_from": "", "pretrain": "config/train_shakespeare_char_cpu_euclid.py",
               "pretrain_iters": 2000, "iters": 500, "lr": 2e-4, "graft_lr_mult": 10.0, "eval_interval": 50},
 }
@@ -594,7 +594,7 @@ def report_ladder(p, results, out):
         ms = H.compiled_ms(os.path.abspath(os.path.join(p["out"], "bench", f"{size}.json")),
                            [f"euclidean:smear=True:{spec}", f"hyperbolic:prev_token:tangent:smear=False:{spec}"],
                            size, p["head_size"], context, p["device"], p["bench_rounds"], bool(p["rebuild"]))
-        ratios[size] = ms[1] / ms[0]
+        ratios[size] = ms[0][1] / ms[0][0]  # one process, as the ladder was made
     rows = []
     for size in p["sizes"]:
         base = results[size][BASELINE]["runs"]
@@ -748,18 +748,24 @@ def report_end(p, results, out):
 
 
 def cost_ratios(p, config, corpus, size):
-    """{BENCH key: that block's compiled ms/iter ÷ the baseline's} at this size: harness.compiled_ms (BENCH's blocks
-    alternating in one process, OUT/bench/CORPUS-SIZE.json reused when it timed the same), or the plan's cost_ratios
-    (curved, nGPT: both of nGPT's recipes share its block's, the default block the curved one's)."""
+    """{BENCH key: that block's compiled ms/iter ÷ the baseline's} at this size: process_ratios' median."""
+    return {k: statistics.median(v) for k, v in process_ratios(p, config, corpus, size).items()}
+
+
+def process_ratios(p, config, corpus, size):
+    """{BENCH key: [that block's compiled ms/iter ÷ the baseline's, per bench.py process]} at this size:
+    harness.compiled_ms (BENCH's blocks alternating in one process, `bench_processes` processes,
+    OUT/bench/CORPUS-SIZE.json reused when it timed the same), or the plan's cost_ratios (curved, nGPT: both of nGPT's
+    recipes share its block's, the default block the curved one's)."""
     if p["cost_ratios"]:
-        ms = [1.0, p["cost_ratios"][0], p["cost_ratios"][1], p["cost_ratios"][1], p["cost_ratios"][0]]
+        ms = [[1.0, p["cost_ratios"][0], p["cost_ratios"][1], p["cost_ratios"][1], p["cost_ratios"][0]]]
     else:
         spec, context = H.bench_setup(config)
         ms = H.compiled_ms(os.path.abspath(os.path.join(p["out"], "bench", f"{corpus}-{size}.json")),
                            [f"{BENCH[k][0]}:{spec}:{BENCH[k][1]}" for k in BENCH], size, p["head_size"], context,
-                           p["device"], p["bench_rounds"], bool(p["rebuild"]))
-    costs = dict(zip(BENCH, ms))
-    return {k: v / costs[BASELINE] for k, v in costs.items()}
+                           p["device"], p["bench_rounds"], bool(p["rebuild"]), p["bench_processes"])
+    base = list(BENCH).index(BASELINE)  # a timing made before BENCH grew has its first blocks only
+    return {k: [run[i] / run[base] for run in ms] for i, k in zip(range(len(ms[0])), BENCH)}
 
 
 def bench_key(arm, ratios):
@@ -857,7 +863,8 @@ def report_multiplier(p, results, out):
     todo, rows = [c for c in cells(p) if c["name"] in results], []
     for size in dict.fromkeys(c["size"] for c in todo):
         mine = [c for c in todo if c["size"] == size]
-        ratios = cost_ratios(p, mine[0]["config"], p["corpus"], size)
+        timed = process_ratios(p, mine[0]["config"], p["corpus"], size)
+        ratios = {k: statistics.median(v) for k, v in timed.items()}
         front = {c["iters"]: {sd: H.reported(s) for sd, s in results[c["name"]][BASELINE]["runs"].items()}
                  for c in mine if BASELINE in results[c["name"]]}
         means = sorted((n, statistics.mean(v.values())) for n, v in front.items())
@@ -872,7 +879,8 @@ def report_multiplier(p, results, out):
                 ratio = ratios[bench_key(arm, ratios)]
                 row = {"size": size, "mult": c["mult"], "iters": c["iters"], "arm": arm, "best_lr": r["best_lr"],
                        "interior": r["interior"], "seeds": sorted(arm_loss), "loss": H.mean_std(list(arm_loss.values())),
-                       "multiplier": m, "flag": flag, "ratio": ratio, "per_cost": m / ratio, "flops_per_token": flops}
+                       "multiplier": m, "flag": flag, "ratio": ratio, "per_cost": m / ratio, "flops_per_token": flops,
+                       "ratio_processes": timed[bench_key(arm, timed)]}
                 if fitted and F.fit_steps(fitted, row["loss"][0]) is not None:
                     row["fit_multiplier"] = F.fit_steps(fitted, row["loss"][0]) / c["iters"]
                 if arm != BASELINE and len(arm_loss) > 1:
@@ -926,7 +934,9 @@ def write_multiplier(p, rows, out, grids):
                      f"{r['flag']}{r['multiplier']:.2f} | {iv(r, 'percentile')} | {iv(r, 'log_t')} | "
                      + (f"{cov['percentile']:.2f}, {cov['log_t']:.2f}" if cov else "–") + " | "
                      + (f"{r['fit_multiplier']:.2f}" if "fit_multiplier" in r else "–")
-                     + f" | {r['ratio']:.2f} | {r['flag']}{r['per_cost']:.2f}"
+                     + f" | {r['ratio']:.2f}" + (f" ({min(r['ratio_processes']):.2f}–{max(r['ratio_processes']):.2f})"
+                                                if len(r["ratio_processes"]) > 1 else "")
+                     + f" | {r['flag']}{r['per_cost']:.2f}"
                      + (f" [{r[r['interval']][0] / r['ratio']:.2f}, {r[r['interval']][1] / r['ratio']:.2f}]"
                         if "interval" in r else "") + f" | {r['flops_per_token']:,} | "
                      + (("yes" if r["excludes_1"] else "no") + f" ({r['interval'].replace('_', '-')})"
@@ -934,7 +944,10 @@ def write_multiplier(p, rows, out, grids):
     lines += ["", "±: the sample std over the row's seeds. 1 excluded: whether the stated interval (of the two, the one "
               "whose synthetic coverage is nearer 95%) excludes m = 1; rows with 2 seeds state none (their intervals "
               "and coverage rest on a noise estimate with one degree of freedom). Per compiled cost: the stated "
-              "interval ÷ the compiled ratio (the timing's own spread not included). Frontier lengths: "
+              "interval ÷ the compiled ratio (the timing's own spread not included). Compiled ratio: the median over "
+              "bench.py processes (their range in parentheses), " + "; ".join(
+                  f"{s_}: {n} process{'es' if n > 1 else ''}" for s_, n in
+                  {r["size"]: len(r["ratio_processes"]) for r in rows}.items()) + ". Frontier lengths: "
               + "; ".join(f"{s_} at {', '.join(map(str, p['frontier_at'].get(s_, p['frontier'])))}×"
                           for s_ in dict.fromkeys(r["size"] for r in rows)) + f". Made by: `{p['command']}`.", "",
               "Recipes:", ""]

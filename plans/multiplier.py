@@ -29,6 +29,8 @@ arm_schedule = {"ngpt": "cosine"}  # Muon, no warmup, cosine to lr/10: the recip
 tune_seed = 1337
 seeds = [1, 2]
 bracket_seeds = [1, 2, 3, 4, 5]
+# a compiled ratio moved 1.05 to 1.17 between bench.py processes at 2x64: the median of three, timed before runs start
+bench_processes = 3
 workers = 2  # two single-threaded runs side by side: measured sooner than one 2-thread run after another
 threads = 1
 extra = ["--eval_iters=10"]

@@ -194,7 +194,7 @@ def test_a_timing_of_another_model_is_made_again_and_the_same_one_is_kept(tmp_pa
     path = str(tmp_path / "bench" / "2x64.json")
     spec, context = H.bench_setup("config/train_shakespeare_char_modern.py")
     configs = [f"euclidean:{spec}", f"hyperbolic:{spec}"]
-    assert H.compiled_ms(path, configs, "2x64", 32, context) == [8.0, 9.0]
+    assert H.compiled_ms(path, configs, "2x64", 32, context) == [[8.0, 9.0]]  # one process's list
     H.compiled_ms(path, configs, "2x64", 32, context)
     assert len(calls) == 1  # the same model: the timing is kept
     H.compiled_ms(path, configs, "2x64", 16, context)
@@ -204,6 +204,20 @@ def test_a_timing_of_another_model_is_made_again_and_the_same_one_is_kept(tmp_pa
     assert len(calls) == 3 and calls[-1][calls[-1].index("--optimizer") + 1] == "muon"
     H.compiled_ms(path, ["x"], "6x192", 32, context, rebuild=True)  # a rebuild reads the file as it is
     assert len(calls) == 3
+
+
+def test_a_timing_in_several_processes_keeps_each_and_its_ratio_is_their_median(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(H.subprocess, "run", fake_bench_run(calls, curved=(12.0, 9.0, 10.0, 11.0)))
+    path = str(tmp_path / "bench" / "2x64.json")
+    spec, context = H.bench_setup("config/train_shakespeare_char_modern.py")
+    configs = [f"euclidean:{spec}", f"hyperbolic:{spec}"]
+    H.compiled_ms(path, configs, "2x64", 32, context)  # one process: curved 12 ms
+    ms = H.compiled_ms(path, configs, "2x64", 32, context, processes=3)  # another count of processes: timed again
+    assert len(calls) == 4 and ms == [[8.0, 9.0], [8.0, 10.0], [8.0, 11.0]]
+    assert H.compiled_ms(path, configs, "2x64", 32, context, processes=3) == ms and len(calls) == 4  # kept
+    assert sorted(os.listdir(tmp_path / "bench")) == ["2x64.json"]  # no process's file left beside it
+    assert json.load(open(path))["settings"]["processes"] == 3
 
 
 def test_the_committed_ladder_timings_record_what_they_timed():

@@ -338,16 +338,29 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
     elif y0 > y1:
         assert row["flag"] == (">" if y < y1 else "<")
     assert row["per_cost"] == pytest.approx(row["multiplier"] / 1.25)
-    lo, hi = row[row["interval"]]
-    assert f"{row['per_cost']:.2f} [{lo / 1.25:.2f}, {hi / 1.25:.2f}]" in (out / "multiplier.md").read_text()
-    assert row["percentile"][0] <= row["percentile"][1] and row["log_t"][0] <= row["log_t"][1]
-    cov = row.get("coverage")  # the stated interval: the one whose synthetic coverage is nearer 95%, else log-t
-    stated = "percentile" if cov and abs(cov["percentile"] - 0.95) < abs(cov["log_t"] - 0.95) else "log_t"
-    assert row["interval"] == stated and row["excludes_1"] == (not row[stated][0] <= 1 <= row[stated][1])
     md = (out / "multiplier.md").read_text()
+    lo, hi = row[row["interval"]]
+    assert f"{row['per_cost']:.2f} [{lo / 1.25:.2f}, {hi / 1.25:.2f}]" in md
+    assert row["percentile"][0] <= row["percentile"][1] and row["log_t"][0] <= row["log_t"][1]
+    # the row states what the rule (its own test below) says of its intervals and their coverage
+    assert {k: row[k] for k in ("interval", "excludes_1")} == study.stated_multiplier_interval(row)
     assert "| 1x16 | 1× | 8 | free-prev-tangent |" in md and f"{'yes' if row['excludes_1'] else 'no'} (" in md
     assert "Made by: `python study.py plans/multiplier.py --quick" in md and "1x16 1× free-prev-tangent: 0.01 → " in md
     assert (out / "multiplier.png").stat().st_size > 10_000 and (out / "multiplier_frontier.png").stat().st_size > 10_000
+    # timed in two processes (a rebuild reads the bench JSON as it is): the ratio is their median, their range beside it
+    def rows_of(base, curved):  # bench.py's rows, each block eager then compiled
+        return [r for k in study.BENCH
+                for r in ({"name": k, "ms": 20.0}, {"name": f"{k} +compile", "ms": curved if k == "curved" else base})]
+
+    (out / "bench").mkdir(exist_ok=True)  # each process's ratio (1.2, 1.3), not the medians' (11.3 / 9)
+    (out / "bench" / "pycode-1x16.json").write_text(json.dumps({"settings": {"processes": 2}, "rows": rows_of(8, 9.6),
+                                                                "processes": [rows_of(8, 9.6), rows_of(10, 13)]}))
+    rebuilt = study.main([a for a in argv if not a.startswith("--cost_ratios")][:-len(TINY) - 1]
+                         + [f"--rebuild={tmp_path / 'rebuilt'}", "--extra", *TINY])
+    row = next(r for r in rebuilt if r["arm"] == "free-prev-tangent")
+    assert row["ratio"] == pytest.approx(1.25) and row["ratio_processes"] == pytest.approx([1.2, 1.3])
+    md = (tmp_path / "rebuilt" / "multiplier.md").read_text()
+    assert f"| 1.25 (1.20–1.30) | {row['flag']}{row['multiplier'] / 1.25:.2f}" in md and "1x16: 2 processes" in md
     capsys.readouterr()
     study.main(argv)  # a rerun trains nothing again
     assert "===" not in capsys.readouterr().out
@@ -486,11 +499,12 @@ def test_where_no_run_of_a_size_exists_the_dry_run_estimates_at_the_plans_flop_r
 def test_the_harness_is_shorter_than_the_four_scripts_it_replaced():
     """harness.py, study.py and the four plans that replaced sweep.py, ladder.py, study.py and graft.py (1,378 lines
     when the harness was asked for), less what was added since for the multiplier (its analysis, `execute`, which runs
-    units side by side, `shape`, an arm's own schedule, and `check_runs`, their checks: new work, not a replacement),
-    each with the two blank lines before it."""
+    units side by side, `shape`, an arm's own schedule, `check_runs`, their checks, and `process_ratios`, timings over
+    several processes: new work, not a replacement), each with the two blank lines before it."""
     import ast
     source = open(os.path.join(ROOT, "study.py")).read()
     added = sum(n.end_lineno - n.lineno + 3 for n in ast.parse(source).body if isinstance(n, ast.FunctionDef)
-                and (n.name in ("bracket", "multiplier_cells", "execute", "shape", "check_runs") or "multiplier" in n.name))
+                and (n.name in ("bracket", "multiplier_cells", "execute", "shape", "check_runs", "process_ratios")
+                     or "multiplier" in n.name))
     files = ["harness.py", "study.py", *[os.path.join("plans", f"{n}.py") for n in ("sweep", "ladder", "end", "graft")]]
     assert sum(len(open(os.path.join(ROOT, f)).read().splitlines()) for f in files) - added < 1378
