@@ -512,19 +512,19 @@ def bench_setup(base):
 
 
 def compiled_ms(path, configs, size, head_size, context, device="cpu", rounds=7, rebuild=False, processes=1):
-    """Compiled ms/iter of each bench.py spec in `configs`, in order, at this size, a list per process of bench.py
-    --compile (the blocks alternating rounds, each with its own optimizer: Muon unless its spec names another), run
-    `processes` times, as a compiled step's time moves between processes more than within one. The JSON at `path`
-    (bench.py's; each process's rows under "processes") is reused when it recorded the same arguments (compared as
-    text), and read as it is by a rebuild."""
+    """Compiled ms/iter of each bench.py spec in `configs`, in order, at this size, a list per bench.py --compile
+    process (blocks alternating rounds, each with its own optimizer: Muon unless its spec names another), `processes`
+    of them, as a compiled step's time moves between processes more than within one. The JSON at `path` is reused
+    when it recorded the same arguments (as text) and process count, and read as it is by a rebuild."""
     layers, width = parse_size(size)
     want = {"configs": configs, "n_layer": layers, "n_embd": width, "n_head": width // head_size, "device": device,
-            "rounds": rounds, **context} | ({"processes": processes} if processes > 1 else {})
+            "rounds": rounds, **context}
     saved = json.load(open(path)) if os.path.exists(path) else None
-    if not rebuild and (saved is None or any(str(saved["settings"].get(k)) != str(v) for k, v in want.items())):
+    if not rebuild and (saved is None or any(str(saved["settings"].get(k)) != str(v) for k, v in want.items())
+                        or saved["settings"].get("processes", 1) != processes):  # as bench.py writes it: one
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         cmd = [sys.executable, os.path.join(HERE, "bench.py"), "--compile", "--optimizer", "muon", "--configs",
-               *configs, *[a for k, v in want.items() if k not in ("configs", "processes") for a in (f"--{k}", str(v))],
+               *configs, *[a for k, v in want.items() if k != "configs" for a in (f"--{k}", str(v))],
                "--json", path + ".run"]
         runs = []
         for i in range(processes):

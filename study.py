@@ -883,7 +883,14 @@ def report_multiplier(p, results, out):
                        "ratio_processes": timed[bench_key(arm, timed)]}
                 if fitted and F.fit_steps(fitted, row["loss"][0]) is not None:
                     row["fit_multiplier"] = F.fit_steps(fitted, row["loss"][0]) / c["iters"]
-                if arm != BASELINE and len(arm_loss) > 1:
+                if arm != BASELINE and len(arm_loss) > 1 and flag:  # past the frontier: a bound, and no interval
+                    at = front[(max if flag == ">" else min)(front)]  # its evidence: the gap to the point it passes,
+                    gap = [arm_loss[sd] - at[sd] for sd in arm_loss if sd in at]  # which ran its seeds (bracket)
+                    if len(gap) > 1:
+                        mean, _, _, half = H.paired(gap)
+                        row["gap"] = (mean - half, mean + half)
+                    row |= stated_multiplier_interval(row)
+                elif arm != BASELINE and len(arm_loss) > 1:
                     row["percentile"] = F.percentile(F.bootstrap(front, arm_loss, c["iters"], p["draws"]))
                     row["log_t"] = F.log_t(front, arm_loss, c["iters"])
                     paired_ = [arm_loss[sd] - front[c["iters"]][sd] for sd in arm_loss if sd in front.get(c["iters"], {})]
@@ -904,9 +911,15 @@ def stated_multiplier_interval(row):
     """{interval, excludes_1}: of the row's two intervals the one whose synthetic coverage is nearer 95% (log-t where
     nothing checked it), and whether it excludes m = 1; nothing for fewer than 3 seeds, where the intervals and their
     coverage check rest on a seed noise estimated with one degree of freedom (at 2x64 1× two seeds whose paired
-    differences agreed gave a zero-width bootstrap interval whose check covered 0% of the time)."""
+    differences agreed gave a zero-width bootstrap interval whose check covered 0% of the time). Past the frontier
+    (a bound, flag '>' or '<') the resampled multipliers pile up at the bound, so no interval is stated: 1 is excluded
+    there where the bound is itself on 1's far side or at 1 and the 95% t-interval of the paired test-loss gap (`gap`,
+    arm − the frontier point it passes) excludes 0."""
     if len(row["seeds"]) < 3:
         return {}
+    if row.get("flag"):
+        side = row["multiplier"] >= 1 if row["flag"] == ">" else row["multiplier"] <= 1
+        return {"excludes_1": side and not row["gap"][0] <= 0 <= row["gap"][1]} if "gap" in row else {}
     cov = row.get("coverage")
     stated = "percentile" if cov and abs(cov["percentile"] - .95) < abs(cov["log_t"] - .95) else "log_t"
     return {"interval": stated, "excludes_1": not row[stated][0] <= 1 <= row[stated][1]}
@@ -935,17 +948,21 @@ def write_multiplier(p, rows, out, grids):
                      + (f"{cov['percentile']:.2f}, {cov['log_t']:.2f}" if cov else "–") + " | "
                      + (f"{r['fit_multiplier']:.2f}" if "fit_multiplier" in r else "–")
                      + f" | {r['ratio']:.2f}" + (f" ({min(r['ratio_processes']):.2f}–{max(r['ratio_processes']):.2f})"
-                                                if len(r["ratio_processes"]) > 1 else "")
+                                                if max(r["ratio_processes"]) > min(r["ratio_processes"]) else "")
                      + f" | {r['flag']}{r['per_cost']:.2f}"
                      + (f" [{r[r['interval']][0] / r['ratio']:.2f}, {r[r['interval']][1] / r['ratio']:.2f}]"
                         if "interval" in r else "") + f" | {r['flops_per_token']:,} | "
                      + (("yes" if r["excludes_1"] else "no") + f" ({r['interval'].replace('_', '-')})"
-                        if "interval" in r else "–") + " |")
+                        if "interval" in r else ("yes" if r["excludes_1"] else "no")
+                        + f" (paired gap [{r['gap'][0]:+.4f}, {r['gap'][1]:+.4f}])" if "excludes_1" in r else "–")
+                     + " |")
     lines += ["", "±: the sample std over the row's seeds. 1 excluded: whether the stated interval (of the two, the one "
               "whose synthetic coverage is nearer 95%) excludes m = 1; rows with 2 seeds state none (their intervals "
-              "and coverage rest on a noise estimate with one degree of freedom). Per compiled cost: the stated "
-              "interval ÷ the compiled ratio (the timing's own spread not included). Compiled ratio: the median over "
-              "bench.py processes (their range in parentheses), " + "; ".join(
+              "and coverage rest on a noise estimate with one degree of freedom); past the frontier (`>`, `<`) m is a "
+              "bound with no interval, and 1 is excluded where the 95% t-interval of the paired test-loss gap (arm − "
+              "the frontier point it passes) excludes 0. Per compiled cost: the stated interval ÷ the compiled ratio "
+              "(the timing's own spread not included). Compiled ratio: the median over bench.py processes (their range "
+              "in parentheses), " + "; ".join(
                   f"{s_}: {n} process{'es' if n > 1 else ''}" for s_, n in
                   {r["size"]: len(r["ratio_processes"]) for r in rows}.items()) + ". Frontier lengths: "
               + "; ".join(f"{s_} at {', '.join(map(str, p['frontier_at'].get(s_, p['frontier'])))}×"

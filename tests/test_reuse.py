@@ -215,9 +215,10 @@ def test_a_timing_in_several_processes_keeps_each_and_its_ratio_is_their_median(
     H.compiled_ms(path, configs, "2x64", 32, context)  # one process: curved 12 ms
     ms = H.compiled_ms(path, configs, "2x64", 32, context, processes=3)  # another count of processes: timed again
     assert len(calls) == 4 and ms == [[8.0, 9.0], [8.0, 10.0], [8.0, 11.0]]
-    assert H.compiled_ms(path, configs, "2x64", 32, context, processes=3) == ms and len(calls) == 4  # kept
-    assert sorted(os.listdir(tmp_path / "bench")) == ["2x64.json"]  # no process's file left beside it
     assert json.load(open(path))["settings"]["processes"] == 3
+    assert H.compiled_ms(path, configs, "2x64", 32, context, processes=3) == ms and len(calls) == 4  # kept
+    assert H.compiled_ms(path, configs, "2x64", 32, context) == [[8.0, 11.0]] and len(calls) == 5  # one asked: retimed
+    assert sorted(os.listdir(tmp_path / "bench")) == ["2x64.json"]  # no process's file left beside it
 
 
 def test_the_committed_ladder_timings_record_what_they_timed():

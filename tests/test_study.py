@@ -339,11 +339,12 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
         assert row["flag"] == (">" if y < y1 else "<")
     assert row["per_cost"] == pytest.approx(row["multiplier"] / 1.25)
     md = (out / "multiplier.md").read_text()
-    lo, hi = row[row["interval"]]
-    assert f"{row['per_cost']:.2f} [{lo / 1.25:.2f}, {hi / 1.25:.2f}]" in md
-    assert row["percentile"][0] <= row["percentile"][1] and row["log_t"][0] <= row["log_t"][1]
+    if not row["flag"]:  # (a bound states no interval: the case below)
+        lo, hi = row[row["interval"]]
+        assert f"{row['per_cost']:.2f} [{lo / 1.25:.2f}, {hi / 1.25:.2f}]" in md
+        assert row["percentile"][0] <= row["percentile"][1] and row["log_t"][0] <= row["log_t"][1]
     # the row states what the rule (its own test below) says of its intervals and their coverage
-    assert {k: row[k] for k in ("interval", "excludes_1")} == study.stated_multiplier_interval(row)
+    assert {k: row[k] for k in ("interval", "excludes_1") if k in row} == study.stated_multiplier_interval(row)
     assert "| 1x16 | 1× | 8 | free-prev-tangent |" in md and f"{'yes' if row['excludes_1'] else 'no'} (" in md
     assert "Made by: `python study.py plans/multiplier.py --quick" in md and "1x16 1× free-prev-tangent: 0.01 → " in md
     assert (out / "multiplier.png").stat().st_size > 10_000 and (out / "multiplier_frontier.png").stat().st_size > 10_000
@@ -361,10 +362,10 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
     assert row["ratio"] == pytest.approx(1.25) and row["ratio_processes"] == pytest.approx([1.2, 1.3])
     md = (tmp_path / "rebuilt" / "multiplier.md").read_text()
     assert f"| 1.25 (1.20–1.30) | {row['flag']}{row['multiplier'] / 1.25:.2f}" in md and "1x16: 2 processes" in md
+    assert "(1.00–1.00)" not in md  # the baseline's ratio is 1 in every process: no range
     capsys.readouterr()
     study.main(argv)  # a rerun trains nothing again
     assert "===" not in capsys.readouterr().out
-
 
 def test_two_seeds_state_no_interval_and_three_state_the_better_covering_one():
     row = {"seeds": [1, 2], "percentile": (1.09, 1.09), "log_t": (1.06, 1.12), "coverage": {"percentile": 0.0,
@@ -376,6 +377,40 @@ def test_two_seeds_state_no_interval_and_three_state_the_better_covering_one():
     assert study.stated_multiplier_interval(row) == {"interval": "percentile", "excludes_1": False}
     del row["coverage"]  # nothing checked it: log-t
     assert study.stated_multiplier_interval(row)["interval"] == "log_t"
+    # past the frontier: no interval is stated; the paired loss gap at the arm's length decides whether 1 is excluded
+    bound = {"seeds": [1, 2, 3], "flag": ">", "multiplier": 1.0, "gap": (-0.03, -0.01)}
+    assert study.stated_multiplier_interval(bound) == {"excludes_1": True}
+    assert study.stated_multiplier_interval(bound | {"gap": (-0.03, 0.01)}) == {"excludes_1": False}
+    assert study.stated_multiplier_interval(bound | {"flag": "<", "multiplier": 1.0, "gap": (0.01, 0.02)}) == {
+        "excludes_1": True}
+    assert study.stated_multiplier_interval(bound | {"flag": "<", "multiplier": 2.0, "gap": (0.01, 0.02)}) == {
+        "excludes_1": False}  # less than 2 is not less than 1
+    assert study.stated_multiplier_interval({"seeds": [1, 2, 3], "flag": ">", "multiplier": 1.0}) == {}  # no seed shared
+
+
+def test_an_arm_past_the_frontier_is_a_bound_with_no_interval_and_its_paired_gap_decides(tmp_path):
+    """The report on hand-made results: an arm whose loss lies below the frontier's last point gets '>' and the bound
+    (no bootstrap: its resamples would pile up at the bound), and 1 is excluded only where the paired gap to that point
+    is clear of 0 at 95% (t, 2 degrees of freedom: 4.303)."""
+    p = study.load(["plans/multiplier.py", "--quick", f"--out={tmp_path}", "--arms=['euclid+smear', 'free-prev-tangent']",
+                    "--arm_schedule={}", "--cost_ratios=[1.25, 0.9]"])
+
+    def arm(losses):
+        return {"grid": {0.01: 9.0}, "best_lr": 0.01, "interior": True,
+                "runs": {sd: {"test": y} for sd, y in enumerate(losses, 1)}}
+
+    base = {"pycode 1x16 2": {"euclid+smear": arm([1.8, 1.81, 1.79])}}
+    for free, excluded in (([1.5, 1.52, 1.49], True), ([1.79, 1.82, 1.785], False)):
+        results = {"pycode 1x16 1": {"euclid+smear": arm([2.0, 2.02, 1.98]), "free-prev-tangent": arm(free)}} | base
+        row = next(r for r in study.report_multiplier(p, results, str(tmp_path)) if r["arm"] == "free-prev-tangent")
+        gaps = [y - b for y, b in zip(free, [1.8, 1.81, 1.79])]
+        mean, sd = sum(gaps) / 3, math.sqrt(sum((g - sum(gaps) / 3) ** 2 for g in gaps) / 2)
+        assert row["flag"] == ">" and row["multiplier"] == pytest.approx(2.0)  # the last point's 16 steps over 8
+        assert row["gap"] == pytest.approx((mean - 4.303 * sd / math.sqrt(3), mean + 4.303 * sd / math.sqrt(3)))
+        assert not {"percentile", "log_t", "coverage", "interval"} & set(row) and row["excludes_1"] is excluded
+        md = (tmp_path / "multiplier.md").read_text()
+        assert "| >2.00 | – | – | – |" in md
+        assert f"{'yes' if excluded else 'no'} (paired gap [{row['gap'][0]:+.4f}, {row['gap'][1]:+.4f}]) |" in md
 
 
 @pytest.mark.slow
