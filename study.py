@@ -883,22 +883,22 @@ def report_multiplier(p, results, out):
                        "ratio_processes": timed[bench_key(arm, timed)]}
                 if fitted and F.fit_steps(fitted, row["loss"][0]) is not None:
                     row["fit_multiplier"] = F.fit_steps(fitted, row["loss"][0]) / c["iters"]
-                if arm != BASELINE and len(arm_loss) > 1 and flag:  # past the frontier: a bound, and no interval
-                    at = front[(max if flag == ">" else min)(front)]  # its evidence: the gap to the point it passes,
-                    gap = [arm_loss[sd] - at[sd] for sd in arm_loss if sd in at]  # which ran its seeds (bracket)
-                    if len(gap) > 1:
-                        mean, _, _, half = H.paired(gap)
+                if arm != BASELINE and len(arm_loss) > 1:
+                    # paired by seed with the frontier point at the arm's length; past the frontier (a bound) with the
+                    # point it passes, which ran the arm's seeds (bracket)
+                    at = front[(max if flag == ">" else min)(front)] if flag else front.get(c["iters"], {})
+                    paired_ = [arm_loss[sd] - at[sd] for sd in arm_loss if sd in at]
+                    if flag and len(paired_) > 1:  # a bound: no interval (its resamples pile up at it), the gap
+                        mean, _, _, half = H.paired(paired_)
                         row["gap"] = (mean - half, mean + half)
-                    row |= stated_multiplier_interval(row)
-                elif arm != BASELINE and len(arm_loss) > 1:
-                    row["percentile"] = F.percentile(F.bootstrap(front, arm_loss, c["iters"], p["draws"]))
-                    row["log_t"] = F.log_t(front, arm_loss, c["iters"])
-                    paired_ = [arm_loss[sd] - front[c["iters"]][sd] for sd in arm_loss if sd in front.get(c["iters"], {})]
-                    if fitted and len(paired_) > 1:  # the seed noise the intervals face: a seed's shared offset + own
-                        own = statistics.stdev(paired_) / math.sqrt(2)
-                        shared = math.sqrt(max(0.0, statistics.variance(arm_loss.values()) - own ** 2))
-                        row["coverage"] = F.coverage(fitted, sorted(front), c["iters"], m, row["seeds"], shared, own,
-                                                     p["replicates"], min(400, p["draws"]))
+                    elif not flag:
+                        row["percentile"] = F.percentile(F.bootstrap(front, arm_loss, c["iters"], p["draws"]))
+                        row["log_t"] = F.log_t(front, arm_loss, c["iters"])
+                        if fitted and len(paired_) > 1:  # the seed noise the intervals face: a seed's shared offset
+                            own = statistics.stdev(paired_) / math.sqrt(2)  # plus each run's own
+                            shared = math.sqrt(max(0.0, statistics.variance(arm_loss.values()) - own ** 2))
+                            row["coverage"] = F.coverage(fitted, sorted(front), c["iters"], m, row["seeds"], shared,
+                                                         own, p["replicates"], min(400, p["draws"]))
                     row |= stated_multiplier_interval(row)
                 rows.append(row)
     write_multiplier(p, rows, out, grid_lines(p, {f"{c['size']} {c['mult']}×": results[c["name"]] for c in todo},
@@ -952,10 +952,9 @@ def write_multiplier(p, rows, out, grids):
                      + f" | {r['flag']}{r['per_cost']:.2f}"
                      + (f" [{r[r['interval']][0] / r['ratio']:.2f}, {r[r['interval']][1] / r['ratio']:.2f}]"
                         if "interval" in r else "") + f" | {r['flops_per_token']:,} | "
-                     + (("yes" if r["excludes_1"] else "no") + f" ({r['interval'].replace('_', '-')})"
-                        if "interval" in r else ("yes" if r["excludes_1"] else "no")
-                        + f" (paired gap [{r['gap'][0]:+.4f}, {r['gap'][1]:+.4f}])" if "excludes_1" in r else "–")
-                     + " |")
+                     + (("yes" if r["excludes_1"] else "no") + (f" ({r['interval'].replace('_', '-')})"
+                        if "interval" in r else f" (paired gap [{r['gap'][0]:+.4f}, {r['gap'][1]:+.4f}])")
+                        if "excludes_1" in r else "–") + " |")
     lines += ["", "±: the sample std over the row's seeds. 1 excluded: whether the stated interval (of the two, the one "
               "whose synthetic coverage is nearer 95%) excludes m = 1; rows with 2 seeds state none (their intervals "
               "and coverage rest on a noise estimate with one degree of freedom); past the frontier (`>`, `<`) m is a "

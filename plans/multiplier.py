@@ -22,8 +22,11 @@ arm_lengths = {"hyp-prev-tangent": [16]}  # the default block, at the longest le
 max_extend = 4
 # 4x128 starts each arm from the √2 grid around its best at 2x64 at its first length (1×; the default block's: 16×),
 # on val at seed 1337, not the coarse grid, which at 2x64 1× took 9 runs an arm: still tuned √2-interior, in fewer runs
+# The default block's start was set later, when mixed curvature's 16x tuning at 4x128 was done and before the default
+# block's began: its 2x64 16x best (0.00548) times the factor its curved sibling's 16x best fell by between the sizes
+# (0.00354 to 0.00175, about 1/2), so that the √2 grid starts near where it will end
 prior = {"pycode 4x128": {"euclid+smear": 0.0132, "free-prev-tangent": 0.01, "ngpt": 0.0132,
-                          "hyp-prev-tangent": 0.00548}}
+                          "hyp-prev-tangent": 0.00274}}
 schedule = "linear0"
 arm_schedule = {"ngpt": "cosine"}  # Muon, no warmup, cosine to lr/10: the recipe the yardstick chose
 tune_seed = 1337

@@ -367,6 +367,7 @@ def test_quick_multiplier_inverts_the_baselines_frontier_and_pairs_the_bracketin
     study.main(argv)  # a rerun trains nothing again
     assert "===" not in capsys.readouterr().out
 
+
 def test_two_seeds_state_no_interval_and_three_state_the_better_covering_one():
     row = {"seeds": [1, 2], "percentile": (1.09, 1.09), "log_t": (1.06, 1.12), "coverage": {"percentile": 0.0,
                                                                                            "log_t": 0.0}}
