@@ -84,8 +84,8 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linears and LayerNorms, like GPT-2
     block: str = "gpt"  # 'gpt': GPT-2's pre-norm block (curved or not); 'ngpt': the normalized transformer (NGPTBlock)
-    # mixed curvature by default: κ of either sign per head, learned from 0 (the best curved block in the compute
-    # multiplier study, docs/results.md; the hyperbolic block that was the default trained slower than the baseline)
+    # mixed curvature by default: κ of either sign per head, learned from 0. Of the two curved blocks it saved more
+    # training in the compute multiplier study (docs/results.md), though the tuned baseline beat both at 4x128
     curvature: str = "free"  # see CHOICES; 'euclidean' is the plain nanoGPT code path
     curvature_init: float = 0.0  # κ at init (learnable modes) or always ('fixed')
     curvature_per_head: bool = True  # one κ per head per block (else one per block)
