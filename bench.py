@@ -1,7 +1,7 @@
 """
 Measure what curvature costs, on whatever device is here (no CUDA calls on a CPU).
 
-    python bench.py                                   # CPU Shakespeare-char size: Euclidean vs curved, eager
+    python bench.py                                   # CPU Shakespeare-char size: Euclidean vs the curved blocks, eager
     python bench.py --compile                         # the same, eager and torch.compile
     python bench.py --configs euclidean zero hyperbolic:prev_token:mobius --peak_flops 989e12
     python bench.py --ops                             # microbenchmarks of the geometry functions
@@ -29,6 +29,9 @@ from runtime import configure_optimizers
 
 
 
+# the blocks timed unless --configs names others: the baseline, then GPTConfig's default block, then the ablations
+CONFIGS = ["euclidean", "free:prev_token:tangent:curvature_init=0.0", "zero:prev_token:tangent",
+           "hyperbolic:prev_token:tangent", "hyperbolic:prev_token:mobius"]
 # keys of a spec that set how the step trains, not the model: each configuration is timed with its own recipe
 STEP_KEYS = ("optimizer", "grad_clip")
 
@@ -322,8 +325,7 @@ def bench_memory(args):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=["euclidean", "zero:prev_token:tangent",
-                                                    "hyperbolic:prev_token:tangent", "hyperbolic:prev_token:mobius"],
+    p.add_argument("--configs", nargs="+", default=CONFIGS,
                    help="curvature[:reference[:residual]] per model; 'euclidean' is the reference row")
     p.add_argument("--compile", action="store_true", help="also time each configuration under torch.compile")
     p.add_argument("--ops", action="store_true", help="microbenchmark the geometry functions instead")

@@ -15,8 +15,8 @@ n_head = 12
 n_embd = 768
 dropout = 0.0
 bias = False
-curvature = "hyperbolic"
-curvature_init = -0.02  # √|κ|·‖x‖ = O(1) for head_size 64
+curvature = "free"  # mixed curvature, the default block: κ of either sign per head, learned from 0
+curvature_init = 0.0
 reference = "prev_token"
 residual = "tangent"
 learning_rate = 6e-4

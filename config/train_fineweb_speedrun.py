@@ -13,7 +13,9 @@
 #   where the record runs Muon at 0.02 with √max(1, rows/cols); so learning_rate is the record's AdamW rate.
 # - The schedule is train.py's: cosine to min_lr = 0 over all steps, no warmup, instead of the trapezoid.
 # - Soft-cap and smear (later records) are off; they are switches for the ablation.
-# - The curved twin adds the geometry: κ₀ = −0.008 ≈ −1/head_size for head_size 128 (see docs/model.md: Scale).
+# - The curved twin adds the geometry: hyperbolic, κ₀ = −0.008 ≈ −1/head_size for head_size 128 (see docs/model.md:
+#   Scale), the block plans/multiplier_fineweb.py's hyperbolic arm reads; --curvature=free --curvature_init=0.0 is
+#   mixed curvature, the default block.
 #   torchrun --standalone --nproc_per_node=8 train.py config/train_fineweb_speedrun.py
 import os
 
@@ -31,6 +33,7 @@ tie_embeddings = True
 logit_softcap = 0.0
 zero_init_proj = True
 smear = False
+curvature = "hyperbolic"
 curvature_init = -0.008
 optimizer = "muon"
 batch_size = 32

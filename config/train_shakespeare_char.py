@@ -14,8 +14,8 @@ n_head = 6
 n_embd = 384
 dropout = 0.2
 bias = False
-curvature = "hyperbolic"
-curvature_init = -0.02  # √|κ|·‖x‖ = O(1) for head_size 64 (see docs/model.md, "Scale")
+curvature = "free"  # mixed curvature, the default block: κ of either sign per head, learned from 0
+curvature_init = 0.0
 reference = "prev_token"
 residual = "tangent"
 learning_rate = 1e-3

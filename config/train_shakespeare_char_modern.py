@@ -1,7 +1,9 @@
 # The CPU Shakespeare-char model (train_shakespeare_char_cpu.py) on the GPT-2 speedrun's modern block
 # (modded-nanogpt): rotary positions, RMSNorm, QK-norm, ReLU² MLP, untied head, logit soft-cap, zero-initialised
 # output projections and untied head, the smear of the previous token's embedding, Muon for the blocks' matrices.
-# Curved (hyperbolic, per-head κ, prev_token reference, tangent residual); _euclid is its Euclidean twin.
+# Curved (hyperbolic, per-head κ, prev_token reference, tangent residual); _euclid is its Euclidean twin. It stays
+# hyperbolic, κ₀ = −0.05, as when the studies ran on it (their arms set the geometry; the hyperbolic arm reads its
+# κ₀ here), though the default block is now mixed curvature: --curvature=free --curvature_init=0.0 runs that.
 #
 # Aligned with the records (2024-10-14 ModernArch; 2024-11-03 UntieEmbed for the zero-initialised untied head;
 # the smear's record for its gate): Muon orthogonalises q, k and v as three matrices and decays no weight
@@ -32,6 +34,8 @@ tie_embeddings = False
 logit_softcap = 15.0
 zero_init_proj = True
 smear = True
+curvature = "hyperbolic"
+curvature_init = -0.05
 optimizer = "muon"
 learning_rate = 1e-2
 min_lr = 1e-3

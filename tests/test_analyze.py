@@ -93,7 +93,7 @@ def test_anisotropy_of_isotropic_and_of_one_direction_data():
 @pytest.fixture(scope="module")
 def two_runs(char_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("analyze")
-    train.main(tiny_args(char_data, d / "curved", max_iters=10))
+    train.main(tiny_args(char_data, d / "curved", max_iters=10, curvature="hyperbolic", curvature_init=-0.05))
     train.main(tiny_args(char_data, d / "euclid", max_iters=10, curvature="euclidean"))
     return d
 

@@ -3,6 +3,7 @@ import json
 import re
 
 import bench
+from model import GPTConfig
 
 TINY = ["--n_layer=1", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4", "--warmup=1", "--rounds=2",
         "--steps=1"]
@@ -18,6 +19,13 @@ def test_parse_spec():
     assert bench.parse_spec("hyperbolic:window:mobius:attention=distance:reference_window=2") == {
         "curvature": "hyperbolic", "reference": "window", "residual": "mobius", "attention": "distance",
         "reference_window": 2}
+
+
+def test_the_blocks_timed_by_default_are_the_baseline_then_the_default_model():
+    default = GPTConfig()
+    assert bench.parse_spec(bench.CONFIGS[0]) == {"curvature": "euclidean"}
+    assert bench.parse_spec(bench.CONFIGS[1]) == {k: getattr(default, k) for k in
+                                                  ("curvature", "reference", "residual", "curvature_init")}
 
 
 def test_model_table_has_ratios_to_euclidean(capsys):

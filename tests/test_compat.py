@@ -32,9 +32,11 @@ CKPT = os.path.join(HERE, "data", "reference_ckpt.pt")
 COMMON = dict(n_layer=2, n_head=2, n_embd=16, block_size=16, batch_size=4, max_iters=12, eval_interval=4,
               log_interval=1, eval_iters=2)
 RUNS = {
-    "curved": {},  # the default: hyperbolic, per-head κ, prev_token reference, tangent residual
+    # the default when recorded (hyperbolic, per-head κ, prev_token reference, tangent residual), now pinned
+    "curved": dict(curvature="hyperbolic", curvature_init=-0.05),
     "euclid": dict(curvature="euclidean"),
-    "mobius-distance-midpoint": dict(residual="mobius", attention="distance", aggregate="midpoint"),
+    "mobius-distance-midpoint": dict(curvature="hyperbolic", curvature_init=-0.05, residual="mobius",
+                                     attention="distance", aggregate="midpoint"),
     "window-free-muon": dict(reference="window", curvature="free", curvature_init=-0.1, optimizer="muon"),
 }
 RESUME_FROM = 8  # the "curved" run's checkpoint at this iteration is kept

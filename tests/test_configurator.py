@@ -63,13 +63,13 @@ def test_did_you_mean_catches_misspellings():
 def test_a_key_a_config_file_assigns_is_set_even_at_the_defaults_value(tmp_path):
     # a string, a bool and an int equal to train.py's defaults: CPython shares such objects, so an identity test
     # with the default cannot tell the line from its absence
-    assert (train.DEFAULTS["curvature"], train.DEFAULTS["bias"], train.DEFAULTS["n_layer"]) == ("hyperbolic", False, 4)
+    assert (train.DEFAULTS["curvature"], train.DEFAULTS["bias"], train.DEFAULTS["n_layer"]) == ("free", False, 4)
     path = tmp_path / "cfg.py"
-    path.write_text('curvature = "hyperbolic"\nbias = False\nn_layer = 4\nimport os\n_scratch = 1\n')
+    path.write_text('curvature = "free"\nbias = False\nn_layer = 4\nimport os\n_scratch = 1\n')
     explicit = set()
     cfg = configure(train.DEFAULTS, [str(path)], explicit)
     assert explicit == {"curvature", "bias", "n_layer"}
-    assert (cfg["curvature"], cfg["bias"], cfg["n_layer"]) == ("hyperbolic", False, 4)
+    assert (cfg["curvature"], cfg["bias"], cfg["n_layer"]) == ("free", False, 4)
     explicit = set()
     configure(train.DEFAULTS, ["--bias=False", "--n_layer=4"], explicit)
     assert explicit == {"bias", "n_layer"}

@@ -105,8 +105,9 @@ def test_each_head_uses_its_own_curvature():
 
 
 def test_states_stay_inside_each_blocks_ball_without_clamping():
-    """With the default scale, states of a freshly initialised model sit well inside every block's ball."""
-    cfg = GPTConfig(**{**TINY, "n_embd": 64, "n_head": 4}, curvature="hyperbolic")
+    """At the hyperbolic block's usual κ₀ = −0.05, states of a freshly initialised model sit well inside every
+    block's ball."""
+    cfg = GPTConfig(**{**TINY, "n_embd": 64, "n_head": 4}, curvature="hyperbolic", curvature_init=-0.05)
     torch.manual_seed(0)
     m = GPT(cfg)
     with torch.no_grad():
@@ -132,7 +133,7 @@ def test_health_stats_report_clamping_when_states_hit_the_boundary():
     (dict(residual="add"), "residual='add' is not one of"),
     (dict(curvature="hyperbolic", curvature_init=0.5), "needs curvature_init < 0"),
     (dict(curvature="spherical", curvature_init=-0.5), "needs curvature_init > 0"),
-    (dict(curvature="hyperbolic", reference="origin", residual="tangent"), "makes curvature a no-op"),
+    (dict(curvature="free", reference="origin", residual="tangent"), "makes curvature a no-op"),
     (dict(n_embd=30, n_head=4), "must be divisible by n_head"),
     (dict(n_layer=0), "n_layer must be positive"),
     (dict(block_size=-1), "block_size must be positive"),

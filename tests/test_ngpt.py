@@ -129,7 +129,7 @@ def test_trains_through_train_py_and_a_resume_keeps_the_normalisation(char_data,
 
 
 @pytest.mark.parametrize("over, named", [
-    (dict(curvature="hyperbolic"), "curvature='hyperbolic'"), (dict(bias=True), "bias=True"),
+    (dict(curvature="hyperbolic", curvature_init=-0.05), "curvature='hyperbolic'"), (dict(bias=True), "bias=True"),
     (dict(tie_embeddings=True), "tie_embeddings=True"), (dict(zero_init_proj=True), "zero_init_proj=True"),
     (dict(attn_scale_learnable=True), "attn_scale_learnable=True"), (dict(attention="distance"), "attention")])
 def test_options_the_block_cannot_take_are_refused_in_one_line(over, named):

@@ -19,7 +19,9 @@ def runs(tmp_path_factory):
     (d / "input.txt").write_text(CORPUS)
     subprocess.run([sys.executable, os.path.join(ROOT, "data/shakespeare_char/prepare.py"), "--input",
                     str(d / "input.txt"), "--out_dir", str(d / "data")], check=True, capture_output=True)
-    train.main(tiny_args(d / "data", d / "curved", max_iters=20, eval_interval=5, log_interval=5))
+    # the hyperbolic block: its ball has a boundary, so the health stats (radius, clamped) have something to read
+    train.main(tiny_args(d / "data", d / "curved", max_iters=20, eval_interval=5, log_interval=5, curvature="hyperbolic",
+                         curvature_init=-0.05))
     train.main(tiny_args(d / "data", d / "euclid", max_iters=20, eval_interval=5, log_interval=5,
                          curvature="euclidean"))
     return d

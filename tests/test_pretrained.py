@@ -210,7 +210,7 @@ def test_export_opens_in_transformers_with_the_same_logits_and_round_trips(tmp_p
 
 
 def test_a_curved_model_does_not_export_and_nothing_is_written(tmp_path):
-    model = ours_model(curvature="hyperbolic")
+    model = ours_model(curvature="hyperbolic", curvature_init=-0.05)
     with pytest.raises(RunError, match="cannot export as GPT-2: curvature='hyperbolic' \\(GPT-2 has 'euclidean'\\)"):
         pretrained.export(model, str(tmp_path / "hf"))
     assert not (tmp_path / "hf").exists()

@@ -228,6 +228,20 @@ def test_the_committed_ladder_timings_record_what_they_timed():
     assert settings["n_layer"] == 4 and settings["n_head"] == 4 and settings["compile"] is True
 
 
+@pytest.mark.parametrize("study", ["yardstick", "schedule", "multiplier"])
+def test_the_committed_runs_resolve_today_to_the_options_they_ran_with(study):
+    """A changed default (model.py, train.py, a base config) must leave every recorded run's options as they were,
+    or a resumed study trains it again: each committed summary that recorded its resolved options still resolves
+    to them (the rule harness.finished applies)."""
+    import glob
+    paths = sorted(glob.glob(os.path.join(ROOT, "results", study, "**", "summary.json"), recursive=True))
+    assert len(paths) >= 30
+    for path in paths:
+        with open(path) as f:
+            summary = json.load(f)
+        assert H.same_options(summary["fingerprint"]["resolved"], H.resolved(summary["options"])), path
+
+
 # ----------------------------------------------------------------------------- export and init_from
 
 
@@ -273,6 +287,6 @@ def test_a_bare_init_from_is_euclidean_and_a_set_curvature_is_kept():
     cfg = dict(train.DEFAULTS, block_size=32)
     assert train.DEFAULTS["curvature"] != "euclidean"
     assert pretrained.merge_args(hf, cfg, set(), train.DEFAULTS)["curvature"] == "euclidean"
-    set_it = dict(cfg, curvature="free")
-    assert pretrained.merge_args(hf, set_it, {"curvature"}, train.DEFAULTS)["curvature"] == "free"
-    assert pretrained.merge_args(hf, set_it, set(), train.DEFAULTS)["curvature"] == "free"  # unlike the default
+    set_it = dict(cfg, curvature="spherical", curvature_init=0.05)
+    assert pretrained.merge_args(hf, set_it, {"curvature"}, train.DEFAULTS)["curvature"] == "spherical"
+    assert pretrained.merge_args(hf, set_it, set(), train.DEFAULTS)["curvature"] == "spherical"  # unlike the default

@@ -22,15 +22,20 @@ from conftest import CORPUS, ROOT, run_error, tiny_args
 
 
 def test_shipped_configs_load_and_euclid_twins_differ_only_in_curvature():
-    for curved, euclid in [("train_shakespeare_char.py", "train_shakespeare_char_euclid.py"),
-                           ("train_shakespeare_char_cpu.py", "train_shakespeare_char_cpu_euclid.py"),
-                           ("train_shakespeare_char_modern.py", "train_shakespeare_char_modern_euclid.py"),
-                           ("train_fineweb_speedrun.py", "train_fineweb_speedrun_euclid.py")]:
+    # the plain configs run the default block (mixed curvature from κ = 0); the modern ones, the studies' bases, keep
+    # the hyperbolic block the studies' hyperbolic arms read their κ₀ from
+    for curved, euclid, mode in [("train_shakespeare_char.py", "train_shakespeare_char_euclid.py", ("free", 0.0)),
+                                 ("train_shakespeare_char_cpu.py", "train_shakespeare_char_cpu_euclid.py", ("free", 0.0)),
+                                 ("train_fineweb.py", "train_fineweb_euclid.py", ("free", 0.0)),
+                                 ("train_fineweb_small.py", "train_fineweb_small_euclid.py", ("free", 0.0)),
+                                 ("train_shakespeare_char_modern.py", "train_shakespeare_char_modern_euclid.py",
+                                  ("hyperbolic", -0.05)),
+                                 ("train_fineweb_speedrun.py", "train_fineweb_speedrun_euclid.py", ("hyperbolic", -0.008))]:
         a = configure(train.DEFAULTS, [os.path.join(ROOT, "config", curved)])
         b = configure(train.DEFAULTS, [os.path.join(ROOT, "config", euclid)])
         diff = {k for k in a if a[k] != b[k]}
-        assert diff == {"curvature", "out_dir", "wandb_run_name"}
-        assert a["curvature"] == "hyperbolic" and b["curvature"] == "euclidean"
+        assert diff == {"curvature", "out_dir", "wandb_run_name"}, (curved, diff)
+        assert (a["curvature"], a["curvature_init"]) == mode and b["curvature"] == "euclidean"
     # the CPU config is the train.py default
     cpu = configure(train.DEFAULTS, [os.path.join(ROOT, "config", "train_shakespeare_char_cpu.py")])
     assert {k for k in cpu if cpu[k] != train.DEFAULTS[k]} == {"device"}
@@ -158,7 +163,7 @@ def test_resume_errors(char_data, tmp_path):
         f"error: cannot resume {ck}: n_layer=3 but the checkpoint has n_layer=2; model options must match the "
         f"checkpoint")
     assert run_error(tiny_args(char_data, out, init_from="resume", curvature="spherical", curvature_init=0.5)) == (
-        f"error: cannot resume {ck}: curvature='spherical' but the checkpoint has curvature='hyperbolic'; model "
+        f"error: cannot resume {ck}: curvature='spherical' but the checkpoint has curvature='free'; model "
         f"options must match the checkpoint")
     assert run_error(tiny_args(char_data, out, init_from="resume", block_size=64)) == (
         f"error: block_size=64 is larger than the checkpoint's 32 ({ck}); a model cannot attend beyond the "
@@ -186,7 +191,7 @@ def test_bad_train_options(char_data, tmp_path):
         "error: reference='origin' with residual='tangent' makes curvature a no-op (the stream is h ← h + f in "
         "the origin's tangent space); use residual='mobius' or reference='prev_token'")
     assert run_error(tiny_args(char_data, tmp_path, curvature="hyperbolic", curvature_init=0.1)) == (
-        "error: curvature='hyperbolic' needs curvature_init < 0, got 0.1")
+        "error: curvature='hyperbolic' needs curvature_init < 0 (e.g. -0.05), got 0.1")
     assert run_error(tiny_args(char_data, tmp_path, n_embd=30, n_head=4)) == (
         "error: n_embd=30 must be divisible by n_head=4")
     assert run_error(tiny_args(char_data, tmp_path, max_iters=-1)) == "error: max_iters must be ≥ 0, got -1"
